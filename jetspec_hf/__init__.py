@@ -1,0 +1,14 @@
+"""jetspec_hf: lossless JetSpec tree speculative decoding for Qwen3 targets in transformers."""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_jetspec import JetSpecConfig
+from .modeling_jetspec import JetSpecDraftModel
+
+# Registered on import so that AutoConfig/AutoModel resolve `model_type: jetspec` without trust_remote_code.
+AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
+AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = ["JetSpecConfig", "JetSpecDraftModel", "__version__"]

@@ -1,0 +1,124 @@
+"""Configuration of a JetSpec / DFlash draft head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen3Config
+
+# The released checkpoints were written by a `Qwen3PreTrainedModel` subclass, so their config.json says
+# `"model_type": "qwen3"` and `"architectures": ["DFlashDraftModel"]`. We accept that spelling on load.
+RELEASED_MODEL_TYPE = "qwen3"
+RELEASED_ARCHITECTURE = "DFlashDraftModel"
+
+
+def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
+    """The tapped target layers a released head uses when its config does not list them.
+
+    One layer: the middle one. ``k`` layers: evenly spaced from layer 1 to layer ``num_target_layers - 3``.
+    """
+    if num_tapped_layers == 1:
+        return [num_target_layers // 2]
+    start, end = 1, num_target_layers - 3
+    span = end - start
+    return [int(round(start + i * span / (num_tapped_layers - 1))) for i in range(num_tapped_layers)]
+
+
+@strict
+class JetSpecConfig(Qwen3Config):
+    r"""
+    Configuration of a [`JetSpecDraftModel`]: a few Qwen3 decoder layers that read hidden states tapped from a
+    frozen Qwen3 target and draft the next `block_size - 1` tokens in one forward pass.
+
+    The Qwen3 decoder fields (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, ...) describe the head
+    itself; `hidden_size` and `vocab_size` must equal the target's.
+
+    Args:
+        block_size (`int`, defaults to 16):
+            Length of the drafted block: the anchor token followed by `block_size - 1` mask tokens.
+        num_target_layers (`int`, *optional*):
+            Number of decoder layers of the target the head was trained for.
+        dflash_config (`dict`, *optional*):
+            The released checkpoints' sub-config: `target_layer_ids` (tapped target layers, 0-based; the head reads
+            the OUTPUT of each), `mask_token_id` (token whose embedding fills unknown block positions) and
+            `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one).
+        tree_budget (`int`, defaults to 64):
+            Default number of tree nodes (root included) verified per round.
+        tree_width (`int`, defaults to 4):
+            Default number of children attached when a tree node is expanded.
+        tree_depth (`int`, *optional*):
+            Default maximum tree depth; `None` means `block_size - 1`.
+
+    Example:
+
+    ```python
+    >>> from jetspec_hf import JetSpecConfig, JetSpecDraftModel
+    >>> config = JetSpecConfig(hidden_size=256, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+    ...                        head_dim=64, intermediate_size=768, vocab_size=4096, num_target_layers=6,
+    ...                        dflash_config={"mask_token_id": 1, "causal_head": True})
+    >>> head = JetSpecDraftModel(config)
+    ```
+    """
+
+    model_type = "jetspec"
+
+    block_size: int = 16
+    num_target_layers: int | None = None
+    dflash_config: dict | None = None
+    tree_budget: int = 64
+    tree_width: int = 4
+    tree_depth: int | None = None
+
+    def __post_init__(self, **kwargs):
+        dflash_config = dict(self.dflash_config or {})
+        if dflash_config.get("target_layer_ids") is None and self.num_target_layers is not None:
+            dflash_config["target_layer_ids"] = default_target_layer_ids(
+                self.num_target_layers, self.num_hidden_layers
+            )
+        dflash_config.setdefault("causal_head", True)
+        dflash_config.setdefault("mask_token_id", None)
+        self.dflash_config = dflash_config
+        super().__post_init__(**kwargs)
+
+    # The three fields below are also read at the top level by transformers' built-in linear DFlash path
+    # (`generation_config.speculation_type="dflash"`), so they are exposed as properties.
+    @property
+    def target_layer_ids(self) -> list[int]:
+        """Tapped target layers (0-based): the head reads the output of each."""
+        return list(self.dflash_config["target_layer_ids"])
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """Token id whose embedding fills the not-yet-known block positions."""
+        return self.dflash_config["mask_token_id"]
+
+    @property
+    def causal_head(self) -> bool:
+        """`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one."""
+        return bool(self.dflash_config["causal_head"])
+
+    @property
+    def max_tree_depth(self) -> int:
+        """The deepest tree level a drafted block can fill."""
+        return self.block_size - 1
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return cls._normalize_released_format(config_dict), kwargs
+
+    @classmethod
+    def _normalize_released_format(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        """Accept a released DFlash/JetSpec config (`model_type: qwen3`) as a `jetspec` config."""
+        if config_dict.get("model_type") != RELEASED_MODEL_TYPE:
+            return config_dict
+        if "dflash_config" not in config_dict and "block_size" not in config_dict:
+            raise ValueError(
+                "This config.json describes a plain Qwen3 model, not a draft head: it has neither `dflash_config` "
+                "nor `block_size`. Load a target with `AutoModelForCausalLM`, and a head with `JetSpecDraftModel`."
+            )
+        return {**config_dict, "model_type": cls.model_type}
+
+
+__all__ = ["JetSpecConfig", "default_target_layer_ids"]

@@ -1,0 +1,255 @@
+"""The JetSpec / DFlash draft head as a `PreTrainedModel`.
+
+The head is a stack of Qwen3 decoder layers whose attention takes queries from the drafted block only, and
+keys/values from ``concat(projected target context, block)`` with the same k/v projections for both. It owns no
+embedding table and no lm_head: callers embed the block and read logits with the target's own modules.
+
+Weight names match the released checkpoints exactly (``layers.{i}.*``, ``fc``, ``hidden_norm``, ``norm``, no prefix).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.qwen3.modeling_qwen3 import (
+    Qwen3Attention,
+    Qwen3DecoderLayer,
+    Qwen3RMSNorm,
+    Qwen3RotaryEmbedding,
+    eager_attention_forward,
+    rotate_half,
+)
+
+from .configuration_jetspec import JetSpecConfig
+
+
+def _apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # states: [batch, heads, seq, head_dim]; cos/sin: [batch, seq, head_dim]
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return states * cos + rotate_half(states) * sin
+
+
+def block_attention_mask(
+    query_length: int,
+    key_length: int,
+    causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Additive mask `[batch, 1, query_length, key_length]` for one drafted block.
+
+    The block's queries are the LAST `query_length` key rows, so every block position sees all earlier keys (the
+    target context); inside the block a causal head sees positions <= its own, a bidirectional head sees all.
+    An additive float mask is right for every attention backend (eager adds a bool mask as 0/1). Returns `None`
+    when nothing is masked, so that SDPA can take its unmasked path.
+    """
+    visible = None
+    if causal and query_length > 1:
+        key_positions = torch.arange(key_length, device=device)
+        query_positions = torch.arange(key_length - query_length, key_length, device=device)
+        visible = (key_positions[None, :] <= query_positions[:, None])[None, None]
+    if key_padding_mask is not None and not bool(key_padding_mask.all()):
+        padding_visible = key_padding_mask[:, None, None, :].bool()
+        visible = padding_visible if visible is None else visible & padding_visible
+    if visible is None:
+        return None
+    return torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+
+
+class JetSpecAttention(Qwen3Attention):
+    """Qwen3 attention whose keys/values also cover the projected target context."""
+
+    def __init__(self, config: JetSpecConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        # The mask is always explicit (or absent = fully visible), never the backend's implicit causal one.
+        self.is_causal = False
+        self.sliding_window = None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        context_states: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        batch_size, query_length, _ = hidden_states.shape
+        kv_inputs = hidden_states if context_states is None else torch.cat([context_states, hidden_states], dim=1)
+        kv_length = kv_inputs.shape[1]
+
+        query = self.q_norm(self.q_proj(hidden_states).view(batch_size, query_length, -1, self.head_dim))
+        key = self.k_norm(self.k_proj(kv_inputs).view(batch_size, kv_length, -1, self.head_dim))
+        value = self.v_proj(kv_inputs).view(batch_size, kv_length, -1, self.head_dim)
+        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+
+        # Rotary tables cover the new key rows; the queries are the last `query_length` of them.
+        cos, sin = position_embeddings
+        query = _apply_rotary(query, cos[:, -query_length:], sin[:, -query_length:])
+        key = _apply_rotary(key, cos, sin)
+
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(attn_output.reshape(batch_size, query_length, -1).contiguous())
+
+
+class JetSpecDecoderLayer(Qwen3DecoderLayer):
+    """A Qwen3 decoder layer with context-aware attention; the same parameter names as Qwen3's."""
+
+    def __init__(self, config: JetSpecConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.self_attn = JetSpecAttention(config, layer_idx)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        context_states: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.self_attn(
+            self.input_layernorm(hidden_states), context_states, position_embeddings, attention_mask, cache, **kwargs
+        )
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
+        return residual + hidden_states
+
+
+class JetSpecPreTrainedModel(PreTrainedModel):
+    """Base class: weight initialisation and loading conventions for JetSpec heads."""
+
+    config_class = JetSpecConfig
+    config: JetSpecConfig
+    base_model_prefix = "model"
+    main_input_name = "noise_embeds"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["JetSpecDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+
+
+class JetSpecDraftModel(JetSpecPreTrainedModel):
+    """JetSpec (causal) or DFlash (bidirectional) draft head for a Qwen3 target.
+
+    One forward drafts a block: the input is the target's embeddings of ``[anchor, MASK, ..., MASK]``
+    (`block_size` rows), the features of newly committed target positions (the tapped layers' outputs,
+    concatenated), and a cache holding the already projected context; the output is the final-normed hidden state
+    of every block row. Row ``d`` (``d >= 1``) fed through the target's lm_head predicts the token at depth ``d``.
+
+    The forward follows the calling convention of transformers' built-in DFlash candidate generator, so the same
+    weights also run through `generate(..., speculation_type="dflash")` (a linear chain, for comparison).
+
+    Example:
+
+    ```python
+    >>> import jetspec_hf
+    >>> from jetspec_hf import JetSpecDraftModel
+    >>> head = JetSpecDraftModel.from_pretrained("path/or/repo-id")
+    >>> jetspec_hf.enable(target)
+    >>> out = target.generate(**inputs, assistant_model=head, max_new_tokens=256)
+    ```
+    """
+
+    def __init__(self, config: JetSpecConfig):
+        super().__init__(config)
+        num_tapped = len(config.target_layer_ids) if config.dflash_config.get("target_layer_ids") else 1
+        self.layers = nn.ModuleList(JetSpecDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.fc = nn.Linear(num_tapped * config.hidden_size, config.hidden_size, bias=False)
+        self.hidden_norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = Qwen3RotaryEmbedding(config=config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        # The head borrows the target's embedding table at run time and owns none.
+        return None
+
+    def project_context(self, context_hidden_states: torch.Tensor) -> torch.Tensor:
+        """Project concatenated tapped-layer features `(batch, T, k*H)` to context rows `(batch, T, H)`."""
+        return self.hidden_norm(self.fc(context_hidden_states))
+
+    def forward(
+        self,
+        noise_embeds: torch.Tensor,
+        context_hidden_states: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            noise_embeds (`torch.Tensor` of shape `(batch, Q, hidden_size)`):
+                Target embeddings of the block rows (anchor then mask tokens).
+            context_hidden_states (`torch.Tensor` of shape `(batch, C, k * hidden_size)`, *optional*):
+                Tapped-layer features of the target positions not yet in `cache`; projected here by `fc` and
+                `hidden_norm`, then used as keys/values by every layer.
+            position_ids (`torch.LongTensor` of shape `(batch, C + Q)`, *optional*):
+                Positions of the new key rows (context then block). Defaults to continuing after `cache`.
+            attention_mask (`torch.Tensor`, *optional*):
+                `None` for the config's block mask (causal for JetSpec, full for DFlash); a 2D key padding mask
+                `(batch, cached + C + Q)` combined with it; or a ready 4D additive mask `(batch, 1, Q, cached + C + Q)`
+                used as is (training packs many blocks this way).
+            cache (`Cache`, *optional*):
+                Keys/values of earlier context rows; the new context AND block rows are appended to it, so the
+                caller crops the block rows away before the next round.
+        """
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        context_states = None
+        if context_hidden_states is not None and context_hidden_states.shape[1] > 0:
+            context_states = self.project_context(context_hidden_states).to(noise_embeds.dtype)
+        query_length = noise_embeds.shape[1]
+        new_key_length = query_length + (0 if context_states is None else context_states.shape[1])
+        past_length = cache.get_seq_length() if cache is not None else 0
+
+        if position_ids is None:
+            position_ids = torch.arange(past_length, past_length + new_key_length, device=noise_embeds.device)
+            position_ids = position_ids.unsqueeze(0).expand(noise_embeds.shape[0], -1)
+        if attention_mask is None or attention_mask.dim() == 2:
+            attention_mask = block_attention_mask(
+                query_length,
+                past_length + new_key_length,
+                causal=self.config.causal_head,
+                dtype=noise_embeds.dtype,
+                device=noise_embeds.device,
+                key_padding_mask=attention_mask,
+            )
+
+        # Rotary tables for the new key rows; queries take the trailing `query_length` rows.
+        rotary_input = noise_embeds if context_states is None else torch.cat([context_states, noise_embeds], 1)
+        position_embeddings = self.rotary_emb(rotary_input, position_ids)
+
+        hidden_states = noise_embeds
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, context_states, position_embeddings, attention_mask, cache, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+
+__all__ = ["JetSpecDraftModel", "JetSpecPreTrainedModel", "block_attention_mask"]
