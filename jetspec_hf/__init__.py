@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_jetspec import JetSpecConfig
+from .generation import JetSpecGenerateOutput, RoundProfiler, enable, is_enabled
 from .modeling_jetspec import JetSpecDraftModel
 
 # Registered on import so that AutoConfig/AutoModel resolve `model_type: jetspec` without trust_remote_code.
@@ -11,4 +12,12 @@ AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
 
 __version__ = "0.1.0"
 
-__all__ = ["JetSpecConfig", "JetSpecDraftModel", "__version__"]
+__all__ = [
+    "JetSpecConfig",
+    "JetSpecDraftModel",
+    "JetSpecGenerateOutput",
+    "RoundProfiler",
+    "__version__",
+    "enable",
+    "is_enabled",
+]

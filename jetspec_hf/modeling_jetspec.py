@@ -27,6 +27,10 @@ from transformers.models.qwen3.modeling_qwen3 import (
 from .configuration_jetspec import JetSpecConfig
 
 
+class JetSpecNotEnabledError(RuntimeError):
+    """A JetSpec head was handed to stock `generate(assistant_model=...)` on a target that was not enabled."""
+
+
 def _apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # states: [batch, heads, seq, head_dim]; cos/sin: [batch, seq, head_dim]
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
@@ -185,6 +189,20 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
         self.post_init()
 
+    @property
+    def generation_config(self):
+        # Stock assisted decoding reads this first; a JetSpec head cannot serve it (it drafts a tree and needs the
+        # target's hidden states), so say what to do instead of failing somewhere deeper.
+        raise JetSpecNotEnabledError(
+            "A JetSpecDraftModel cannot be used by stock assisted decoding. Call `jetspec_hf.enable(target)` once, "
+            "then `target.generate(..., assistant_model=head)` runs JetSpec tree decoding."
+        )
+
+    @generation_config.setter
+    def generation_config(self, value):
+        # transformers may assign a generation config to any model; a head has no use for it.
+        pass
+
     def get_input_embeddings(self):
         # The head borrows the target's embedding table at run time and owns none.
         return None
@@ -252,4 +270,4 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
-__all__ = ["JetSpecDraftModel", "JetSpecPreTrainedModel", "block_attention_mask"]
+__all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask"]

@@ -1,0 +1,31 @@
+"""Output type of tree decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+
+@dataclass
+class JetSpecGenerateOutput(GenerateDecoderOnlyOutput):
+    """`GenerateDecoderOnlyOutput` plus per-round statistics of the tree path.
+
+    Attributes:
+        accepted_lengths (`list[int]`):
+            Tokens committed in each round, correction included (the last round counts only tokens kept before a
+            stop). Their mean is τ, the accepted tokens per round.
+        tree_sizes (`list[int]`):
+            Nodes in each round's tree, root included (= tokens the target verified in that round).
+    """
+
+    accepted_lengths: list[int] | None = None
+    tree_sizes: list[int] | None = None
+
+    @property
+    def tau(self) -> float:
+        """Mean tokens committed per round (τ)."""
+        return sum(self.accepted_lengths) / max(len(self.accepted_lengths), 1)
+
+
+__all__ = ["JetSpecGenerateOutput"]

@@ -1,0 +1,66 @@
+"""Optional wall-time accounting of the tree loop's stages, for benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+ROUND_STAGES = ("draft", "tree", "verify", "accept", "cache")
+
+
+class RoundProfiler:
+    """Accumulates wall time per stage of the tree loop (`draft`, `tree`, `verify`, `accept`, `cache`).
+
+    Pass one to `generate(..., round_profiler=profiler)`. On CUDA each stage is bracketed by a device
+    synchronisation so that asynchronous kernels are charged to the stage that launched them; that adds syncs,
+    so leave the profiler out when measuring end-to-end speed.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.rounds = 0
+        self.total_seconds = 0.0
+
+    @staticmethod
+    def _synchronize(device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    @contextmanager
+    def stage(self, name: str, device: torch.device):
+        self._synchronize(device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._synchronize(device)
+            self.seconds[name] += time.perf_counter() - start
+
+    @contextmanager
+    def generation(self, device: torch.device):
+        """Brackets a whole generate call, so that time outside the named stages shows up as `other`."""
+        self._synchronize(device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._synchronize(device)
+            self.total_seconds += time.perf_counter() - start
+
+    def summary(self) -> dict[str, float]:
+        """Seconds per stage, plus `other` (the rest of the loop, prefill included) and `total`."""
+        stages = {name: self.seconds.get(name, 0.0) for name in ROUND_STAGES}
+        stages["other"] = max(self.total_seconds - sum(stages.values()), 0.0)
+        stages["total"] = self.total_seconds
+        return stages
+
+
+def stage(profiler: RoundProfiler | None, name: str, device: torch.device):
+    """`profiler.stage(...)`, or a no-op context when profiling is off."""
+    return nullcontext() if profiler is None else profiler.stage(name, device)
+
+
+__all__ = ["ROUND_STAGES", "RoundProfiler", "stage"]

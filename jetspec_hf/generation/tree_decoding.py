@@ -1,0 +1,173 @@
+"""The tree decoding loop: draft → tree → verify → accept → cache update, once per round.
+
+`tree_decoding` is a `generate(custom_generate=...)` callable: transformers prepares the inputs, the cache, the
+logits processors and the stopping criteria, then hands them over. `jetspec_hf.enable(target)` routes
+`target.generate(..., assistant_model=<JetSpecDraftModel>)` here.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
+from transformers.cache_utils import DynamicCache
+
+from ..modeling_jetspec import JetSpecDraftModel
+from .acceptance import walk_tree
+from .cache import keep_accepted_path
+from .capture import TappedLayerCapture
+from .drafting import HeadDrafter
+from .outputs import JetSpecGenerateOutput
+from .profiling import RoundProfiler, stage
+from .tree import DraftTree, build_tree
+from .verification import prefill, verify_tree
+from .validation import TreeSettings, check_generation_call, strip_left_padding
+
+
+@torch.no_grad()
+def tree_decoding(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    *,
+    draft_head: JetSpecDraftModel,
+    tree_settings: TreeSettings,
+    streamer=None,
+    round_profiler: RoundProfiler | None = None,
+    **model_kwargs,
+) -> JetSpecGenerateOutput | torch.LongTensor:
+    """Tree speculative decoding of one sequence; output identical to plain `generate` (see the module doc).
+
+    Args:
+        model: the Qwen3 / Qwen3-MoE target.
+        input_ids: `(1, L)` prompt, as prepared by `generate`.
+        logits_processor, stopping_criteria, generation_config: as prepared by `generate`.
+        draft_head: the JetSpec / DFlash head.
+        tree_settings: node budget, children per expansion and maximum depth of each round's tree.
+        streamer: receives each committed token, then `end()` (`generate` already sent the prompt).
+        round_profiler: optional stage timer (see `RoundProfiler`).
+        model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
+    """
+    check_generation_call(model, input_ids, generation_config, model_kwargs)
+    input_ids, padding = strip_left_padding(input_ids, model_kwargs.get("attention_mask"))
+    with round_profiler.generation(model.device) if round_profiler else nullcontext():
+        sequences, stats = _decode(
+            model,
+            input_ids,
+            logits_processor,
+            stopping_criteria,
+            generation_config,
+            draft_head,
+            tree_settings,
+            streamer,
+            round_profiler,
+            model_kwargs,
+        )
+    if streamer is not None:
+        streamer.end()
+    if padding is not None:
+        sequences = torch.cat([padding, sequences], dim=1)
+    if not generation_config.return_dict_in_generate:
+        return sequences
+    return JetSpecGenerateOutput(sequences=sequences, **stats)
+
+
+def _decode(
+    model,
+    input_ids,
+    logits_processor,
+    stopping_criteria,
+    generation_config,
+    draft_head,
+    tree_settings: TreeSettings,
+    streamer,
+    profiler,
+    model_kwargs,
+):
+    device = input_ids.device
+    keep_scores = bool(generation_config.return_dict_in_generate and generation_config.output_scores)
+    keep_logits = bool(generation_config.return_dict_in_generate and generation_config.output_logits)
+    scores, raw_logits = [], []
+    accepted_lengths, tree_sizes = [], []
+
+    cache = model_kwargs.get("cache")
+    if cache is None or cache.get_seq_length() > 0:
+        # A cache passed in by the caller would carry positions the tree loop does not know about.
+        cache = DynamicCache(config=model.config)
+    drafting = tree_settings.budget > 1
+    drafter = HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
+
+    with TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids) as capture:
+        # Invariant at the start of a round: the cache holds every committed token but the last one, the anchor,
+        # which is the root of the next tree (its keys/values and features come from that verify pass).
+        if input_ids.shape[1] > 1:
+            with stage(profiler, "verify", device):
+                features = prefill(model, input_ids[:, :-1], cache, capture)
+            if drafting:
+                drafter.add_context(features)
+
+        finished = False
+        while not finished:
+            prefix_length = input_ids.shape[1] - 1
+            anchor = input_ids[:, -1:]
+            # Never draft deeper than the tokens still allowed: a round commits at most depth + 1 tokens.
+            depth = min(tree_settings.depth, generation_config.max_length - input_ids.shape[1] - 1)
+
+            with stage(profiler, "draft", device):
+                depth_logits = drafter.draft(anchor, depth) if drafting and depth > 0 else None
+            with stage(profiler, "tree", device):
+                if depth_logits is None:
+                    tree = DraftTree(tokens=[int(anchor.item())], parents=[-1], depths=[0])
+                else:
+                    tree = build_tree(int(anchor.item()), depth_logits, tree_settings.budget, tree_settings.width)
+            with stage(profiler, "verify", device):
+                node_logits, node_features = verify_tree(model, tree, prefix_length, cache, capture)
+            with stage(profiler, "accept", device):
+                walk = walk_tree(
+                    tree,
+                    node_logits,
+                    input_ids,
+                    logits_processor,
+                    generation_config.do_sample,
+                    keep_scores=keep_scores,
+                    keep_logits=keep_logits,
+                )
+                committed = 0
+                for position, token in enumerate(walk.tokens):
+                    input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=1)
+                    committed += 1
+                    if keep_scores:
+                        scores.append(walk.scores[position])
+                    if keep_logits:
+                        raw_logits.append(walk.logits[position])
+                    if streamer is not None:
+                        streamer.put(input_ids[:, -1].cpu())
+                    # Checked after every token, so output stops exactly where plain decoding stops.
+                    if stopping_criteria(input_ids, tuple(scores) if keep_scores else None).any():
+                        finished = True
+                        break
+                accepted_lengths.append(committed)
+                tree_sizes.append(len(tree))
+            if finished:
+                break
+            with stage(profiler, "cache", device):
+                keep_accepted_path(cache, prefix_length, walk.path)
+                if drafting:
+                    drafter.add_context(node_features[:, walk.path])
+            if profiler is not None:
+                profiler.rounds += 1
+
+    stats = {
+        "scores": tuple(scores) if keep_scores else None,
+        "logits": tuple(raw_logits) if keep_logits else None,
+        "cache": cache if generation_config.use_cache else None,
+        "accepted_lengths": accepted_lengths,
+        "tree_sizes": tree_sizes,
+    }
+    return input_ids, stats
+
+
+__all__ = ["tree_decoding"]

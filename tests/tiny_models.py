@@ -1,0 +1,67 @@
+"""Tiny random Qwen3 targets and JetSpec heads, built in memory for the tests (seeded, fp32, CPU)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+from jetspec_hf import JetSpecConfig, JetSpecDraftModel
+
+VOCAB_SIZE = 96
+HIDDEN_SIZE = 64
+EOS_TOKEN_ID = 1
+MASK_TOKEN_ID = 2
+
+
+def tiny_target(attn_implementation: str = "sdpa", moe: bool = False, seed: int = 0, **overrides):
+    """A 4-layer Qwen3 (or Qwen3-MoE) causal LM with random weights."""
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=HIDDEN_SIZE,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        eos_token_id=EOS_TOKEN_ID,
+        pad_token_id=0,
+        bos_token_id=EOS_TOKEN_ID,
+        tie_word_embeddings=True,
+    )
+    if moe:
+        config = Qwen3MoeConfig(
+            **common, intermediate_size=128, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+            decoder_sparse_step=1, **overrides,
+        )
+        model = Qwen3MoeForCausalLM(config)
+    else:
+        config = Qwen3Config(**common, intermediate_size=128, **overrides)
+        model = Qwen3ForCausalLM(config)
+    # Larger weights than the default init make the random model's next-token choices decisive (no near-ties).
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 0.2)
+    model.set_attn_implementation(attn_implementation)
+    return model.eval()
+
+
+def tiny_head(target, causal: bool = True, seed: int = 1, block_size: int = 8, **overrides) -> JetSpecDraftModel:
+    """A random JetSpec (causal) or DFlash (bidirectional) head that fits `target`."""
+    torch.manual_seed(seed)
+    config = JetSpecConfig(
+        vocab_size=target.config.vocab_size,
+        hidden_size=target.config.hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        block_size=block_size,
+        num_target_layers=target.config.num_hidden_layers,
+        dflash_config={"mask_token_id": MASK_TOKEN_ID, "causal_head": causal},
+        **overrides,
+    )
+    return JetSpecDraftModel(config).eval()
