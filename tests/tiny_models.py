@@ -65,3 +65,25 @@ def tiny_head(target, causal: bool = True, seed: int = 1, block_size: int = 8, *
         **overrides,
     )
     return JetSpecDraftModel(config).eval()
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer over the tiny vocabulary: ids 0-2 are special, id i >= 3 is `chr(33 + i)`.
+
+    One printable character per token makes stop strings easy to place at any point of a generation.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": EOS_TOKEN_ID, "<mask>": MASK_TOKEN_ID}
+    vocab.update({chr(33 + i): i for i in range(3, VOCAB_SIZE)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", mask_token="<mask>")
+
+
+def random_prompt(seed: int, length: int) -> torch.Tensor:
+    """A `(1, length)` prompt of ordinary (non-special) token ids."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB_SIZE, (1, length), generator=generator)

@@ -22,7 +22,7 @@ from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler, stage
 from .tree import DraftTree, build_tree
 from .verification import prefill, verify_tree
-from .validation import TreeSettings, check_generation_call, strip_left_padding
+from .validation import TreeSettings, check_generation_call, count_left_padding
 
 
 @torch.no_grad()
@@ -52,7 +52,9 @@ def tree_decoding(
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
     check_generation_call(model, input_ids, generation_config, model_kwargs)
-    input_ids, padding = strip_left_padding(input_ids, model_kwargs.get("attention_mask"))
+    # Leading padding stays in `input_ids` (processors and stopping criteria see it, as in plain decoding) but
+    # never enters the cache: positions then start at the first real token, as plain decoding's do.
+    padding_length = count_left_padding(model_kwargs.get("attention_mask"))
     with round_profiler.generation(model.device) if round_profiler else nullcontext():
         sequences, stats = _decode(
             model,
@@ -65,11 +67,10 @@ def tree_decoding(
             streamer,
             round_profiler,
             model_kwargs,
+            padding_length,
         )
     if streamer is not None:
         streamer.end()
-    if padding is not None:
-        sequences = torch.cat([padding, sequences], dim=1)
     if not generation_config.return_dict_in_generate:
         return sequences
     return JetSpecGenerateOutput(sequences=sequences, **stats)
@@ -86,6 +87,7 @@ def _decode(
     streamer,
     profiler,
     model_kwargs,
+    padding_length: int,
 ):
     device = input_ids.device
     keep_scores = bool(generation_config.return_dict_in_generate and generation_config.output_scores)
@@ -103,15 +105,15 @@ def _decode(
     with TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids) as capture:
         # Invariant at the start of a round: the cache holds every committed token but the last one, the anchor,
         # which is the root of the next tree (its keys/values and features come from that verify pass).
-        if input_ids.shape[1] > 1:
+        if input_ids.shape[1] - padding_length > 1:
             with stage(profiler, "verify", device):
-                features = prefill(model, input_ids[:, :-1], cache, capture)
+                features = prefill(model, input_ids[:, padding_length:-1], cache, capture)
             if drafting:
                 drafter.add_context(features)
 
         finished = False
         while not finished:
-            prefix_length = input_ids.shape[1] - 1
+            prefix_length = input_ids.shape[1] - padding_length - 1
             anchor = input_ids[:, -1:]
             # Never draft deeper than the tokens still allowed: a round commits at most depth + 1 tokens.
             depth = min(tree_settings.depth, generation_config.max_length - input_ids.shape[1] - 1)

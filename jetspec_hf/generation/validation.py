@@ -55,7 +55,8 @@ def check_target_supported(target: PreTrainedModel) -> None:
             f"{type(target).__name__}. Other architectures are not supported."
         )
     config = target.config
-    if getattr(config, "use_sliding_window", False) or "sliding_attention" in (config.layer_types or []):
+    layer_types = getattr(config, "layer_types", None) or []
+    if getattr(config, "use_sliding_window", False) or "sliding_attention" in layer_types:
         raise ValueError(
             "This Qwen3 target uses sliding-window attention (`use_sliding_window=True`), which tree verification "
             "does not support: load it with `use_sliding_window=False`."
@@ -149,20 +150,20 @@ def check_generation_call(
         )
 
 
-def strip_left_padding(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Drop leading padding of a single sequence (it changes nothing for one sequence) and return it apart.
+def count_left_padding(attention_mask: torch.Tensor | None) -> int:
+    """Number of leading padding positions of a single sequence.
 
     Padding anywhere but on the left has no meaning for a prompt and is refused.
     """
     if attention_mask is None or bool(attention_mask.all()):
-        return input_ids, None
-    keep = attention_mask[0].bool()
-    first = int(keep.int().argmax())
-    if not bool(keep[first:].all()):
+        return 0
+    real = attention_mask[0].bool()
+    if not bool(real.any()):
+        raise ValueError("`attention_mask` masks every prompt token: there is nothing to continue.")
+    first_real = int(real.int().argmax())
+    if not bool(real[first_real:].all()):
         raise ValueError("`attention_mask` has zeros after the first real token: only left padding is supported.")
-    return input_ids[:, first:], input_ids[:, :first]
+    return first_real
 
 
 __all__ = [
@@ -171,6 +172,6 @@ __all__ = [
     "check_generation_call",
     "check_head_fits_target",
     "check_target_supported",
+    "count_left_padding",
     "resolve_tree_settings",
-    "strip_left_padding",
 ]

@@ -1,0 +1,140 @@
+"""Greedy tree decoding must give exactly the tokens of plain greedy `generate` (fp32, tiny random models)."""
+
+import pytest
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+import jetspec_hf
+from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
+
+PROMPTS = [(seed, length) for seed, length in zip(range(6), (1, 2, 5, 9, 16, 33))]
+
+
+def _pair(attn_implementation="sdpa", moe=False, causal=True):
+    target = jetspec_hf.enable(tiny_target(attn_implementation=attn_implementation, moe=moe))
+    return target, tiny_head(target, causal=causal)
+
+
+@pytest.fixture(scope="module")
+def dense_pair():
+    return _pair()
+
+
+@pytest.mark.parametrize("budget", [1, 8, 64])
+@pytest.mark.parametrize("max_new_tokens", [1, 7, 24])
+def test_greedy_equals_plain_on_prompts_budgets_and_lengths(dense_pair, budget, max_new_tokens):
+    target, head = dense_pair
+    for seed, length in PROMPTS:
+        prompt = random_prompt(seed, length)
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=max_new_tokens)
+        got = target.generate(
+            prompt, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=head, tree_budget=budget
+        )
+        assert torch.equal(got, expected), f"prompt {seed} (length {length})"
+
+
+@pytest.mark.parametrize(
+    "attn_implementation, moe, causal",
+    [("eager", False, True), ("sdpa", True, True), ("eager", True, False), ("sdpa", False, False)],
+    ids=["eager-dense-causal", "sdpa-moe-causal", "eager-moe-bidirectional", "sdpa-dense-bidirectional"],
+)
+def test_greedy_equals_plain_across_backends_targets_and_head_masks(attn_implementation, moe, causal):
+    target, head = _pair(attn_implementation, moe, causal)
+    for seed, length in PROMPTS:
+        prompt = random_prompt(seed, length)
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=20)
+        for budget in (8, 64):
+            got = target.generate(prompt, do_sample=False, max_new_tokens=20, assistant_model=head, tree_budget=budget)
+            assert torch.equal(got, expected), f"prompt {seed}, budget {budget}"
+
+
+def test_stops_at_eos_exactly_where_plain_stops(dense_pair):
+    target, head = dense_pair
+    for seed, length in PROMPTS:
+        prompt = random_prompt(seed, length)
+        free_run = target.generate(prompt, do_sample=False, max_new_tokens=20)[0, length:].tolist()
+        # Make the 6th generated token the EOS: both paths must stop right after it, with every id listed.
+        eos = [free_run[5], 1]
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=20, eos_token_id=eos)
+        got = target.generate(
+            prompt, do_sample=False, max_new_tokens=20, eos_token_id=eos, assistant_model=head, tree_budget=16
+        )
+        assert torch.equal(got, expected)
+        assert got.shape[1] <= length + 6
+
+
+def test_max_length_and_min_new_tokens_keep_their_meaning(dense_pair):
+    target, head = dense_pair
+    prompt = random_prompt(3, 9)
+    expected = target.generate(prompt, do_sample=False, max_length=20)
+    assert torch.equal(target.generate(prompt, do_sample=False, max_length=20, assistant_model=head), expected)
+    free_run = target.generate(prompt, do_sample=False, max_new_tokens=12)[0, 9:].tolist()
+    settings = dict(do_sample=False, max_new_tokens=12, min_new_tokens=8, eos_token_id=free_run[2])
+    expected = target.generate(prompt, **settings)
+    assert torch.equal(target.generate(prompt, assistant_model=head, **settings), expected)
+
+
+class StopAfterToken(StoppingCriteria):
+    """Stops once a given token has been generated (a criterion that can fire in the middle of a round)."""
+
+    def __init__(self, token_id: int, prompt_length: int):
+        self.token_id, self.prompt_length = token_id, prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return (input_ids[:, self.prompt_length :] == self.token_id).any(dim=1)
+
+
+def test_custom_stopping_criterion_and_stop_strings(dense_pair):
+    target, head = dense_pair
+    tokenizer = tiny_tokenizer()
+    for seed, length in PROMPTS[1:]:
+        prompt = random_prompt(seed, length)
+        free_run = target.generate(prompt, do_sample=False, max_new_tokens=16)[0, length:].tolist()
+        criteria = StoppingCriteriaList([StopAfterToken(free_run[4], length)])
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=16, stopping_criteria=criteria)
+        got = target.generate(
+            prompt, do_sample=False, max_new_tokens=16, stopping_criteria=criteria, assistant_model=head
+        )
+        assert torch.equal(got, expected)
+
+        stop = tokenizer.decode(free_run[6:8])
+        kwargs = dict(do_sample=False, max_new_tokens=16, stop_strings=stop, tokenizer=tokenizer)
+        expected = target.generate(prompt, **kwargs)
+        assert torch.equal(target.generate(prompt, assistant_model=head, **kwargs), expected)
+        assert expected.shape[1] <= length + 8
+
+
+def test_attention_mask_and_left_padding(dense_pair):
+    target, head = dense_pair
+    prompt = random_prompt(4, 10)
+    mask = torch.ones_like(prompt)
+    expected = target.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=10)
+    got = target.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=10, assistant_model=head)
+    assert torch.equal(got, expected)
+
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), prompt], dim=1)
+    padded_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), mask], dim=1)
+    expected = target.generate(padded, attention_mask=padded_mask, do_sample=False, max_new_tokens=10)
+    got = target.generate(
+        padded, attention_mask=padded_mask, do_sample=False, max_new_tokens=10, assistant_model=head
+    )
+    assert torch.equal(got, expected)
+
+
+def test_return_dict_carries_round_statistics_scores_and_logits(dense_pair):
+    target, head = dense_pair
+    prompt = random_prompt(2, 5)
+    settings = dict(do_sample=False, max_new_tokens=15, return_dict_in_generate=True, output_scores=True,
+                    output_logits=True, repetition_penalty=1.3)
+    expected = target.generate(prompt, **settings)
+    got = target.generate(prompt, assistant_model=head, tree_budget=8, **settings)
+    assert isinstance(got, jetspec_hf.JetSpecGenerateOutput)
+    assert torch.equal(got.sequences, expected.sequences)
+    assert len(got.scores) == len(expected.scores) == 15
+    for mine, plain in zip(got.scores, expected.scores):
+        torch.testing.assert_close(mine, plain, rtol=1e-4, atol=1e-4)
+    for mine, plain in zip(got.logits, expected.logits):
+        torch.testing.assert_close(mine, plain, rtol=1e-4, atol=1e-4)
+    assert sum(got.accepted_lengths) == 15
+    assert all(size <= 8 for size in got.tree_sizes) and len(got.tree_sizes) == len(got.accepted_lengths)
+    assert got.tau == pytest.approx(15 / len(got.accepted_lengths))
