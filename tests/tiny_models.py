@@ -47,7 +47,9 @@ def tiny_target(attn_implementation: str = "sdpa", moe: bool = False, seed: int 
     return model.eval()
 
 
-def tiny_head(target, causal: bool = True, seed: int = 1, block_size: int = 8, **overrides) -> JetSpecDraftModel:
+def tiny_head(
+    target, causal: bool = True, seed: int = 1, block_size: int = 8, target_layer_ids=None, **overrides
+) -> JetSpecDraftModel:
     """A random JetSpec (causal) or DFlash (bidirectional) head that fits `target`."""
     torch.manual_seed(seed)
     config = JetSpecConfig(
@@ -61,7 +63,7 @@ def tiny_head(target, causal: bool = True, seed: int = 1, block_size: int = 8, *
         max_position_embeddings=512,
         block_size=block_size,
         num_target_layers=target.config.num_hidden_layers,
-        dflash_config={"mask_token_id": MASK_TOKEN_ID, "causal_head": causal},
+        dflash_config={"mask_token_id": MASK_TOKEN_ID, "causal_head": causal, "target_layer_ids": target_layer_ids},
         **overrides,
     )
     return JetSpecDraftModel(config).eval()
