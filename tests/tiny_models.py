@@ -52,7 +52,7 @@ def tiny_head(
 ) -> JetSpecDraftModel:
     """A random JetSpec (causal) or DFlash (bidirectional) head that fits `target`."""
     torch.manual_seed(seed)
-    config = JetSpecConfig(
+    settings = dict(
         vocab_size=target.config.vocab_size,
         hidden_size=target.config.hidden_size,
         num_hidden_layers=2,
@@ -64,8 +64,8 @@ def tiny_head(
         block_size=block_size,
         num_target_layers=target.config.num_hidden_layers,
         dflash_config={"mask_token_id": MASK_TOKEN_ID, "causal_head": causal, "target_layer_ids": target_layer_ids},
-        **overrides,
     )
+    config = JetSpecConfig(**{**settings, **overrides})
     return JetSpecDraftModel(config).eval()
 
 

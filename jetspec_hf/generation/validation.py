@@ -123,11 +123,6 @@ def check_generation_call(
     target: PreTrainedModel, input_ids: torch.Tensor, generation_config: GenerationConfig, model_kwargs: dict
 ) -> None:
     """Arguments of a `generate` call that tree decoding cannot honour."""
-    if input_ids.shape[0] != 1:
-        raise ValueError(
-            f"JetSpec tree decoding runs one sequence at a time; got a batch of {input_ids.shape[0]}. "
-            "Call generate once per prompt."
-        )
     if input_ids.shape[1] == 0:
         raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids`), got none.")
     if generation_config.num_beams != 1:
@@ -139,6 +134,11 @@ def check_generation_call(
         raise ValueError(
             f"num_return_sequences={generation_config.num_return_sequences} is not supported with a JetSpec draft "
             "head; call generate once per sequence."
+        )
+    if input_ids.shape[0] != 1:
+        raise ValueError(
+            f"JetSpec tree decoding runs one sequence at a time; got a batch of {input_ids.shape[0]}. "
+            "Call generate once per prompt."
         )
     if generation_config.use_cache is False:
         raise ValueError("JetSpec tree decoding needs the KV cache; do not pass `use_cache=False`.")

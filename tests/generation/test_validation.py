@@ -1,0 +1,99 @@
+"""Every unsupported case fails before any forward pass, with a message naming what is wrong."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import jetspec_hf
+from tiny_models import random_prompt, tiny_head, tiny_target
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target = jetspec_hf.enable(tiny_target())
+    return target, tiny_head(target)
+
+
+def _no_forward(monkeypatch, target):
+    """Fail the test if the target runs any forward."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the input was checked")
+
+    monkeypatch.setattr(target.model, "forward", refuse)
+
+
+@pytest.mark.parametrize(
+    "head_overrides, message",
+    [
+        (dict(hidden_size=32, head_dim=8), "hidden_size"),
+        (dict(vocab_size=100), "vocab_size"),
+        (dict(target_layer_ids=[1, 7]), "taps target layers"),
+        (dict(num_target_layers=12), "12 layers"),
+    ],
+)
+def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, message):
+    target, _ = pair
+    layer_ids = head_overrides.pop("target_layer_ids", None)
+    bad_head = tiny_head(target, target_layer_ids=layer_ids, **head_overrides)
+    if "num_target_layers" in head_overrides:
+        bad_head = tiny_head(target, target_layer_ids=[0, 2], **head_overrides)
+    _no_forward(monkeypatch, target)
+    with pytest.raises(ValueError, match=message):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=bad_head)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tree_budget=0), "tree_budget"),
+        (dict(tree_width=0), "tree_width"),
+        (dict(tree_depth=0), "tree_depth"),
+        (dict(tree_depth=8), "tree_depth"),
+        (dict(num_beams=2), "Beam search"),
+        (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
+        (dict(stop_strings="ab"), "tokenizer"),
+        (dict(use_cache=False), "KV cache"),
+    ],
+)
+def test_unsupported_generate_arguments(pair, monkeypatch, kwargs, message):
+    target, head = pair
+    _no_forward(monkeypatch, target)
+    with pytest.raises(ValueError, match=message):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
+
+
+def test_batch_size_above_one(pair, monkeypatch):
+    target, head = pair
+    _no_forward(monkeypatch, target)
+    with pytest.raises(ValueError, match="one sequence at a time"):
+        target.generate(torch.cat([random_prompt(0, 5), random_prompt(1, 5)]), max_new_tokens=4, assistant_model=head)
+
+
+def test_non_qwen3_target():
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=128))
+    with pytest.raises(TypeError, match="Qwen3ForCausalLM and Qwen3MoeForCausalLM"):
+        jetspec_hf.enable(llama)
+
+
+def test_sliding_window_target():
+    target = tiny_target(use_sliding_window=True, sliding_window=16, max_window_layers=0)
+    with pytest.raises(ValueError, match="sliding-window"):
+        jetspec_hf.enable(target)
+
+
+def test_attention_backend_without_tree_masks(pair, monkeypatch):
+    target, head = pair
+    target.config._attn_implementation = "flash_attention_2"  # what a flash-attention target reports
+    try:
+        with pytest.raises(ValueError, match="set_attn_implementation\\('sdpa'\\)"):
+            target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head)
+    finally:
+        target.config._attn_implementation = "sdpa"
+
+
+def test_head_on_a_target_that_was_not_enabled():
+    target = tiny_target()
+    head = tiny_head(target)
+    with pytest.raises(jetspec_hf.modeling_jetspec.JetSpecNotEnabledError, match=r"jetspec_hf.enable\(target\)"):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head)

@@ -1,0 +1,62 @@
+"""One tree forward must give, at every node, the target's logits for the path root→node."""
+
+import pytest
+import torch
+from transformers.cache_utils import DynamicCache
+
+from jetspec_hf.generation.cache import keep_accepted_path
+from jetspec_hf.generation.capture import TappedLayerCapture
+from jetspec_hf.generation.tree import DraftTree
+from jetspec_hf.generation.verification import prefill, verify_tree
+from tiny_models import random_prompt, tiny_target
+
+TREE = DraftTree(tokens=[11, 20, 21, 30, 31, 40], parents=[-1, 0, 0, 1, 1, 3], depths=[0, 1, 1, 2, 2, 3])
+LAYERS = [0, 2]
+
+
+def _path_to(tree, node):
+    path = []
+    while node != -1:
+        path.append(node)
+        node = tree.parents[node]
+    return path[::-1]
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_tree_logits_and_features_equal_those_of_each_path_alone(attn_implementation):
+    target = tiny_target(attn_implementation=attn_implementation)
+    prefix = random_prompt(0, 9)
+    cache = DynamicCache(config=target.config)
+    with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
+        prefix_features = prefill(target, prefix, cache, capture)
+        node_logits, node_features = verify_tree(target, TREE, prefix.shape[1], cache, capture)
+    assert cache.get_seq_length() == prefix.shape[1] + len(TREE)
+    for node in range(len(TREE)):
+        path_ids = torch.tensor([[TREE.tokens[n] for n in _path_to(TREE, node)]])
+        with torch.no_grad():
+            full = target(torch.cat([prefix, path_ids], dim=1), output_hidden_states=True)
+        torch.testing.assert_close(node_logits[node], full.logits[0, -1], rtol=1e-4, atol=1e-4)
+        expected_features = torch.cat([full.hidden_states[layer + 1][0, -1] for layer in LAYERS])
+        torch.testing.assert_close(node_features[0, node], expected_features, rtol=1e-4, atol=1e-4)
+    expected_prefix = torch.cat([full.hidden_states[layer + 1][0, : prefix.shape[1]] for layer in LAYERS], dim=-1)
+    torch.testing.assert_close(prefix_features[0], expected_prefix, rtol=1e-4, atol=1e-4)
+
+
+def test_cache_compaction_keeps_exactly_the_accepted_path():
+    target = tiny_target()
+    prefix = random_prompt(1, 7)
+    cache = DynamicCache(config=target.config)
+    with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
+        prefill(target, prefix, cache, capture)
+        verify_tree(target, TREE, prefix.shape[1], cache, capture)
+    accepted = [0, 1, 3, 5]  # 11 → 20 → 30 → 40, not in contiguous slots
+    keep_accepted_path(cache, prefix.shape[1], accepted)
+
+    reference = DynamicCache(config=target.config)
+    path_ids = torch.tensor([[TREE.tokens[n] for n in accepted]])
+    with torch.no_grad():
+        target(torch.cat([prefix, path_ids], dim=1), cache=reference, use_cache=True)
+    assert cache.get_seq_length() == reference.get_seq_length() == prefix.shape[1] + len(accepted)
+    for mine, expected in zip(cache.layers, reference.layers):
+        torch.testing.assert_close(mine.keys, expected.keys, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(mine.values, expected.values, rtol=1e-4, atol=1e-4)
