@@ -8,11 +8,13 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+# Stages of one round, in loop order; the prompt's prefill is accounted apart, once per generation.
 ROUND_STAGES = ("draft", "tree", "verify", "accept", "cache")
 
 
 class RoundProfiler:
-    """Accumulates wall time per stage of the tree loop (`draft`, `tree`, `verify`, `accept`, `cache`).
+    """Accumulates wall time per stage of the tree loop (`prefill`, then per round `draft`, `tree`, `verify`,
+    `accept`, `cache`).
 
     Pass one to `generate(..., round_profiler=profiler)`. On CUDA each stage is bracketed by a device
     synchronisation so that asynchronous kernels are charged to the stage that launched them; that adds syncs,
@@ -51,8 +53,8 @@ class RoundProfiler:
             self.total_seconds += time.perf_counter() - start
 
     def summary(self) -> dict[str, float]:
-        """Seconds per stage, plus `other` (the rest of the loop, prefill included) and `total`."""
-        stages = {name: self.seconds.get(name, 0.0) for name in ROUND_STAGES}
+        """Seconds per stage, plus `other` (everything outside the named stages) and `total`."""
+        stages = {name: self.seconds.get(name, 0.0) for name in ("prefill",) + ROUND_STAGES}
         stages["other"] = max(self.total_seconds - sum(stages.values()), 0.0)
         stages["total"] = self.total_seconds
         return stages

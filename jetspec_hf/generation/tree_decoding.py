@@ -106,12 +106,13 @@ def _decode(
         # Invariant at the start of a round: the cache holds every committed token but the last one, the anchor,
         # which is the root of the next tree (its keys/values and features come from that verify pass).
         if input_ids.shape[1] - padding_length > 1:
-            with stage(profiler, "verify", device):
+            with stage(profiler, "prefill", device):
                 features = prefill(model, input_ids[:, padding_length:-1], cache, capture)
             if drafting:
                 drafter.add_context(features)
 
         finished = False
+        anchor_token = int(input_ids[0, -1])  # kept on the host: the walk's tokens are host ints
         while not finished:
             prefix_length = input_ids.shape[1] - padding_length - 1
             anchor = input_ids[:, -1:]
@@ -122,9 +123,9 @@ def _decode(
                 depth_logits = drafter.draft(anchor, depth) if drafting and depth > 0 else None
             with stage(profiler, "tree", device):
                 if depth_logits is None:
-                    tree = DraftTree(tokens=[int(anchor.item())], parents=[-1], depths=[0])
+                    tree = DraftTree(tokens=[anchor_token], parents=[-1], depths=[0])
                 else:
-                    tree = build_tree(int(anchor.item()), depth_logits, tree_settings.budget, tree_settings.width)
+                    tree = build_tree(anchor_token, depth_logits, tree_settings.budget, tree_settings.width)
             with stage(profiler, "verify", device):
                 node_logits, node_features = verify_tree(model, tree, prefix_length, cache, capture)
             with stage(profiler, "accept", device):
@@ -153,14 +154,15 @@ def _decode(
                         break
                 accepted_lengths.append(committed)
                 tree_sizes.append(len(tree))
+                anchor_token = walk.tokens[-1]
+            if profiler is not None:
+                profiler.rounds += 1
             if finished:
                 break
             with stage(profiler, "cache", device):
                 keep_accepted_path(cache, prefix_length, walk.path)
                 if drafting:
                     drafter.add_context(node_features[:, walk.path])
-            if profiler is not None:
-                profiler.rounds += 1
 
     stats = {
         "scores": tuple(scores) if keep_scores else None,
