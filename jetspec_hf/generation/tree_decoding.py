@@ -138,20 +138,9 @@ def _decode(
                     keep_scores=keep_scores,
                     keep_logits=keep_logits,
                 )
-                committed = 0
-                for position, token in enumerate(walk.tokens):
-                    input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=1)
-                    committed += 1
-                    if keep_scores:
-                        scores.append(walk.scores[position])
-                    if keep_logits:
-                        raw_logits.append(walk.logits[position])
-                    if streamer is not None:
-                        streamer.put(input_ids[:, -1].cpu())
-                    # Checked after every token, so output stops exactly where plain decoding stops.
-                    if stopping_criteria(input_ids, tuple(scores) if keep_scores else None).any():
-                        finished = True
-                        break
+                input_ids, committed, finished = _commit(
+                    walk, input_ids, stopping_criteria, scores, raw_logits, keep_scores, keep_logits, streamer
+                )
                 accepted_lengths.append(committed)
                 tree_sizes.append(len(tree))
                 anchor_token = walk.tokens[-1]
@@ -172,6 +161,24 @@ def _decode(
         "tree_sizes": tree_sizes,
     }
     return input_ids, stats
+
+
+def _commit(walk, input_ids, stopping_criteria, scores, raw_logits, keep_scores, keep_logits, streamer):
+    """Append the walk's tokens one by one, checking the stopping criteria after each, as plain decoding does.
+
+    Returns the extended ids, how many tokens were kept, and whether generation is finished.
+    """
+    for position, token in enumerate(walk.tokens):
+        input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=1)
+        if keep_scores:
+            scores.append(walk.scores[position])
+        if keep_logits:
+            raw_logits.append(walk.logits[position])
+        if streamer is not None:
+            streamer.put(input_ids[:, -1].cpu())
+        if stopping_criteria(input_ids, tuple(scores) if keep_scores else None).any():
+            return input_ids, position + 1, True
+    return input_ids, len(walk.tokens), False
 
 
 __all__ = ["tree_decoding"]

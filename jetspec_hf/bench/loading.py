@@ -1,0 +1,115 @@
+"""Loading the benchmark's models, the bundled defaults, and a description of the machine the numbers come from."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The repository root, found from this file (editable installs and source checkouts keep `examples/` beside the
+# package); the bundled models and prompts live under it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_MODELS = REPO_ROOT / "examples" / "models"
+BUNDLED_PROMPTS = REPO_ROOT / "examples" / "data" / "heldout_prompts.jsonl"
+BUNDLED = {
+    "target": BUNDLED_MODELS / "target",
+    "head": BUNDLED_MODELS / "jetspec_head",
+    "dflash_head": BUNDLED_MODELS / "dflash_head",
+    "draft_lm": BUNDLED_MODELS / "draft_lm",
+}
+
+
+@dataclass
+class BenchModels:
+    """Everything the methods run on; optional models are `None` when not given."""
+
+    target: torch.nn.Module
+    tokenizer: object
+    head: torch.nn.Module
+    dflash_head: torch.nn.Module | None
+    draft_lm: torch.nn.Module | None
+    draft_tokenizer: object | None
+
+
+def _require_folder(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}. Pass its folder (or Hub id in the cache) explicitly.")
+    return path
+
+
+def load_models(
+    target: str,
+    head: str,
+    dflash_head: str | None,
+    draft_lm: str | None,
+    tokenizer: str | None,
+    device: str,
+    dtype: torch.dtype,
+) -> BenchModels:
+    """Load the target (sdpa attention: verification needs a 4D tree mask), the heads and the draft LM, in eval
+    mode on `device` in `dtype`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..modeling_jetspec import JetSpecDraftModel
+
+    def causal_lm(path):
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+        return model.to(device).eval()
+
+    def draft_head(path):
+        model = JetSpecDraftModel.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+        return model.to(device).eval()
+
+    target_model = causal_lm(target)
+    target_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or target))
+    draft_model = causal_lm(draft_lm) if draft_lm else None
+    draft_tokenizer = None
+    if draft_model is not None and draft_model.config.vocab_size != target_model.config.vocab_size:
+        # A draft LM with another vocabulary runs through universal assisted decoding, which needs its tokenizer.
+        draft_tokenizer = AutoTokenizer.from_pretrained(str(draft_lm))
+    return BenchModels(
+        target=target_model,
+        tokenizer=target_tokenizer,
+        head=draft_head(head),
+        dflash_head=draft_head(dflash_head) if dflash_head else None,
+        draft_lm=draft_model,
+        draft_tokenizer=draft_tokenizer,
+    )
+
+
+def _cpu_name() -> str:
+    # /proc/cpuinfo names the model on Linux; platform.processor() is often empty there.
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_environment(device: str, dtype_name: str) -> dict:
+    """The `environment` block of the JSON report."""
+    import transformers
+
+    environment = {
+        "device": device,
+        "dtype": dtype_name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+    }
+    if torch.device(device).type == "cuda":
+        environment["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return environment
+
+
+__all__ = ["BUNDLED", "BUNDLED_PROMPTS", "BenchModels", "DTYPES", "REPO_ROOT", "describe_environment", "load_models"]
