@@ -20,6 +20,7 @@ from .capture import TappedLayerCapture
 from .drafting import HeadDrafter
 from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler, stage
+from .stopping import tokens_before_stop
 from .tree import DraftTree, build_tree
 from .verification import prefill, verify_tree
 from .validation import TreeSettings, check_generation_call, count_left_padding
@@ -164,21 +165,22 @@ def _decode(
 
 
 def _commit(walk, input_ids, stopping_criteria, scores, raw_logits, keep_scores, keep_logits, streamer):
-    """Append the walk's tokens one by one, checking the stopping criteria after each, as plain decoding does.
+    """Append the walk's tokens up to the first one at which plain decoding would stop.
 
     Returns the extended ids, how many tokens were kept, and whether generation is finished.
     """
-    for position, token in enumerate(walk.tokens):
-        input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=1)
-        if keep_scores:
-            scores.append(walk.scores[position])
-        if keep_logits:
-            raw_logits.append(walk.logits[position])
-        if streamer is not None:
-            streamer.put(input_ids[:, -1].cpu())
-        if stopping_criteria(input_ids, tuple(scores) if keep_scores else None).any():
-            return input_ids, position + 1, True
-    return input_ids, len(walk.tokens), False
+    if keep_scores:
+        scores.extend(walk.scores)
+    kept, finished = tokens_before_stop(walk.tokens, input_ids, stopping_criteria, scores if keep_scores else None)
+    if keep_scores:
+        del scores[len(scores) - len(walk.tokens) + kept :]
+    if keep_logits:
+        raw_logits.extend(walk.logits[:kept])
+    input_ids = torch.cat([input_ids, input_ids.new_tensor([walk.tokens[:kept]])], dim=1)
+    if streamer is not None:
+        for token in walk.tokens[:kept]:
+            streamer.put(torch.tensor([token]))
+    return input_ids, kept, finished
 
 
 __all__ = ["tree_decoding"]
