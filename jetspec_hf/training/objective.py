@@ -194,7 +194,7 @@ def packed_head_forward(
     head: nn.Module, embed_tokens: nn.Module, features: torch.Tensor, packed: PackedBlocks, block_size: int
 ) -> torch.Tensor:
     """Run the head once over all packed blocks; returns the final-normed hidden states `[b, n, B, H]`."""
-    head_dtype = features.dtype if not any(True for _ in head.parameters()) else next(head.parameters()).dtype
+    head_dtype = next(head.parameters()).dtype
     embeds = embed_tokens(packed.block_ids).to(head_dtype)
     hidden = head(
         noise_embeds=embeds,
@@ -240,7 +240,8 @@ def block_objective(
         generator: drives the anchor sampling; `anchors` = `(anchors, valid)` fixes them instead.
     """
     block = settings.block_size
-    packed = pack_blocks(input_ids, lengths, loss_starts, settings, features.dtype, generator, anchors)
+    head_dtype = next(head.parameters()).dtype
+    packed = pack_blocks(input_ids, lengths, loss_starts, settings, head_dtype, generator, anchors)
     hidden = packed_head_forward(head, embed_tokens, features, packed, block)
 
     rows = hidden[:, :, 1:][packed.label_valid]  # [M, H], only the labelled rows pay for the lm_head

@@ -1,0 +1,309 @@
+"""Self-distillation data: prompts in, the target's own greedy continuations out, stored as token-id sequences.
+
+A head drafts what the TARGET would say, so it is trained on the target's own outputs rather than on the original
+responses of a dataset (DESIGN §9). Each stored record is ``{"input_ids": prompt + continuation, "prompt_length":
+P}``; positions >= P are the training labels. Records are written as JSONL (a `.jsonl` path) or as a
+`datasets.Dataset` saved to disk (any other path).
+
+Prompts come from a JSONL file (one JSON object a line, text in `text_field`), a `datasets.Dataset` folder written
+by `save_to_disk`, or plain text files cut into token windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+TEXT_FIELDS = ("prompt", "text", "content")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompt sources
+
+
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `datasets.Dataset.save_to_disk`."""
+    path = Path(path)
+    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def _pick_text_field(columns: Iterable[str], text_field: str | None, source: str) -> str:
+    columns = list(columns)
+    if text_field is not None:
+        if text_field not in columns:
+            raise ValueError(f"{source} has no field {text_field!r} (it has {columns}); set --text-field.")
+        return text_field
+    for candidate in TEXT_FIELDS:
+        if candidate in columns:
+            return candidate
+    raise ValueError(f"{source} has none of the fields {list(TEXT_FIELDS)} (it has {columns}); set --text-field.")
+
+
+def read_jsonl_prompts(path: str | os.PathLike, text_field: str | None = None) -> list[str]:
+    """The text field of every line of a JSONL file (blank lines skipped)."""
+    prompts = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from error
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number} is not a JSON object.")
+            field = _pick_text_field(record.keys(), text_field, f"{path}:{line_number}")
+            prompts.append(str(record[field]))
+    return prompts
+
+
+def read_dataset_prompts(path: str | os.PathLike, text_field: str | None = None) -> list[str]:
+    """The text column of a `datasets.Dataset` saved with `save_to_disk`."""
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(path))
+    if hasattr(dataset, "keys"):  # a DatasetDict: the train split, or the only one
+        split = "train" if "train" in dataset else next(iter(dataset.keys()))
+        dataset = dataset[split]
+    field = _pick_text_field(dataset.column_names, text_field, str(path))
+    return [str(text) for text in dataset[field]]
+
+
+def text_windows(
+    text: str, tokenizer, window_tokens: int, stride: int | None = None, max_windows: int | None = None
+) -> list[str]:
+    """Cut `text` into prompts of `window_tokens` tokens, one every `stride` tokens (default: no overlap).
+
+    Windows are decoded back to text so that every prompt source yields strings; a tail shorter than half a window
+    is dropped because it says too little to continue from.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    stride = stride or window_tokens
+    windows = []
+    for start in range(0, max(1, len(ids) - window_tokens // 2), stride):
+        piece = ids[start : start + window_tokens]
+        if len(piece) < max(1, window_tokens // 2):
+            break
+        windows.append(tokenizer.decode(piece))
+        if max_windows is not None and len(windows) >= max_windows:
+            break
+    return windows
+
+
+def load_prompts(
+    paths: Sequence[str | os.PathLike],
+    tokenizer=None,
+    text_field: str | None = None,
+    window_tokens: int = 64,
+    window_stride: int | None = None,
+) -> list[str]:
+    """Prompts from every path: JSONL files, saved datasets, or plain text files (cut into token windows)."""
+    prompts: list[str] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Prompt source {path} does not exist.")
+        if path.suffix == ".jsonl":
+            prompts += read_jsonl_prompts(path, text_field)
+        elif is_saved_dataset(path):
+            prompts += read_dataset_prompts(path, text_field)
+        elif path.is_dir():
+            raise ValueError(f"{path} is a folder but not a saved `datasets.Dataset`; pass files or a JSONL.")
+        else:
+            if tokenizer is None:
+                raise ValueError("Cutting plain text files into prompt windows needs a tokenizer.")
+            prompts += text_windows(path.read_text(encoding="utf-8", errors="replace"), tokenizer, window_tokens,
+                                    window_stride)
+    if not prompts:
+        raise ValueError(f"No prompts found in {[str(p) for p in paths]}.")
+    return prompts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def encode_prompts(
+    tokenizer, prompts: Sequence[str], max_prompt_tokens: int | None = None, chat_template: bool = False,
+    system_prompt: str | None = None,
+) -> list[list[int]]:
+    """Token ids of every prompt; with `chat_template`, each prompt is a user turn (thinking off for Qwen3).
+
+    Prompts longer than `max_prompt_tokens` keep their LAST tokens: the end of a prompt is what the continuation
+    follows from.
+    """
+    encoded = []
+    for prompt in prompts:
+        if chat_template:
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise ValueError("--chat-template was given but the tokenizer has no chat template.")
+            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            ids = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, enable_thinking=False
+            )
+            if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
+                ids = ids["input_ids"]
+            ids = list(ids)
+        else:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            ids = ids[-max_prompt_tokens:]
+        if ids:
+            encoded.append(list(ids))
+    return encoded
+
+
+def _eos_ids(target: nn.Module, tokenizer) -> list[int]:
+    eos = target.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def cut_at_eos(continuation: list[int], eos_ids: Iterable[int]) -> list[int]:
+    """The continuation up to and including its first EOS (later tokens are generate's padding)."""
+    eos_ids = set(eos_ids)
+    for index, token in enumerate(continuation):
+        if token in eos_ids:
+            return continuation[: index + 1]
+    return continuation
+
+
+@torch.no_grad()
+def generate_continuations(
+    target: nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int = 192,
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Greedy continuations of every prompt by `target`, batched with left padding.
+
+    Prompts are batched in length order (less padding), and the records come back in the input order:
+    ``{"input_ids": prompt + continuation, "prompt_length": len(prompt)}``, the continuation cut after its first EOS.
+    """
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("The tokenizer has neither a pad nor an EOS token; batched generation needs one.")
+    eos_ids = _eos_ids(target, tokenizer)
+    device = next(target.parameters()).device
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    records: list[dict | None] = [None] * len(prompt_ids)
+    progress = tqdm(total=len(order), desc="generating", disable=not show_progress, mininterval=5.0)
+    for start in range(0, len(order), batch_size):
+        batch_indices = order[start : start + batch_size]
+        batch = [list(prompt_ids[i]) for i in batch_indices]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            # Left padding: every prompt ends at the last column, where generation continues.
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        output = target.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids or None,
+            # Sampling knobs of the target's generation config would only trigger warnings under greedy.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        for row, index in enumerate(batch_indices):
+            continuation = cut_at_eos(output[row, width:].tolist(), eos_ids)
+            records[index] = {"input_ids": batch[row] + continuation, "prompt_length": len(batch[row])}
+        progress.update(len(batch))
+    progress.close()
+    return records  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Storage
+
+
+def save_sequences(records: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write records as JSONL (path ending in `.jsonl`) or as a `datasets.Dataset` folder (any other path)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps({"input_ids": record["input_ids"], "prompt_length": record["prompt_length"]}))
+                handle.write("\n")
+        return path
+    from datasets import Dataset
+
+    Dataset.from_dict(
+        {"input_ids": [r["input_ids"] for r in records], "prompt_length": [r["prompt_length"] for r in records]}
+    ).save_to_disk(str(path))
+    return path
+
+
+def load_sequences(path: str | os.PathLike) -> list[dict]:
+    """Read token sequences written by `save_sequences` (JSONL or a saved dataset).
+
+    A record without `prompt_length` (plain tokenized text) is trained on every position.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Token sequence data {path} does not exist (make it with `generate-data`).")
+    if path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    rows.append(json.loads(line))
+    elif is_saved_dataset(path):
+        from datasets import load_from_disk
+
+        rows = list(load_from_disk(str(path)))
+    else:
+        raise ValueError(f"{path} is neither a .jsonl file nor a saved `datasets.Dataset` folder.")
+    records = []
+    for index, row in enumerate(rows):
+        if "input_ids" not in row:
+            raise ValueError(f"{path}: record {index} has no `input_ids`.")
+        records.append({"input_ids": [int(t) for t in row["input_ids"]], "prompt_length": int(row.get("prompt_length", 0))})
+    return records
+
+
+def fingerprint_sequences(records: Sequence[dict]) -> str:
+    """A hash of all token ids and prompt lengths: identifies the data a feature cache was built from."""
+    digest = hashlib.sha1()
+    for record in records:
+        digest.update(torch.tensor(record["input_ids"], dtype=torch.int32).numpy().tobytes())
+        digest.update(int(record["prompt_length"]).to_bytes(4, "little"))
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+__all__ = [
+    "cut_at_eos",
+    "encode_prompts",
+    "fingerprint_sequences",
+    "generate_continuations",
+    "is_saved_dataset",
+    "load_prompts",
+    "load_sequences",
+    "read_dataset_prompts",
+    "read_jsonl_prompts",
+    "save_sequences",
+    "text_windows",
+]
