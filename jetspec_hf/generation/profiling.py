@@ -32,25 +32,26 @@ class RoundProfiler:
             torch.cuda.synchronize(device)
 
     @contextmanager
-    def stage(self, name: str, device: torch.device):
+    def _timed(self, device: torch.device, record):
         self._synchronize(device)
         start = time.perf_counter()
         try:
             yield
         finally:
             self._synchronize(device)
-            self.seconds[name] += time.perf_counter() - start
+            record(time.perf_counter() - start)
 
-    @contextmanager
+    def stage(self, name: str, device: torch.device):
+        """Charges the enclosed work to stage `name`."""
+        return self._timed(device, lambda seconds: self.seconds.__setitem__(name, self.seconds[name] + seconds))
+
     def generation(self, device: torch.device):
         """Brackets a whole generate call, so that time outside the named stages shows up as `other`."""
-        self._synchronize(device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._synchronize(device)
-            self.total_seconds += time.perf_counter() - start
+
+        def record(seconds):
+            self.total_seconds += seconds
+
+        return self._timed(device, record)
 
     def summary(self) -> dict[str, float]:
         """Seconds per stage, plus `other` (everything outside the named stages) and `total`."""

@@ -56,88 +56,48 @@ def tree_decoding(
     # Leading padding stays in `input_ids` (processors and stopping criteria see it, as in plain decoding) but
     # never enters the cache: positions then start at the first real token, as plain decoding's do.
     padding_length = count_left_padding(model_kwargs.get("attention_mask"))
-    with round_profiler.generation(model.device) if round_profiler else nullcontext():
-        sequences, stats = _decode(
-            model,
-            input_ids,
-            logits_processor,
-            stopping_criteria,
-            generation_config,
-            draft_head,
-            tree_settings,
-            streamer,
-            round_profiler,
-            model_kwargs,
-            padding_length,
-        )
-    if streamer is not None:
-        streamer.end()
-    if not generation_config.return_dict_in_generate:
-        return sequences
-    return JetSpecGenerateOutput(sequences=sequences, **stats)
-
-
-def _decode(
-    model,
-    input_ids,
-    logits_processor,
-    stopping_criteria,
-    generation_config,
-    draft_head,
-    tree_settings: TreeSettings,
-    streamer,
-    profiler,
-    model_kwargs,
-    padding_length: int,
-):
     device = input_ids.device
     keep_scores = bool(generation_config.return_dict_in_generate and generation_config.output_scores)
     keep_logits = bool(generation_config.return_dict_in_generate and generation_config.output_logits)
-    scores, raw_logits = [], []
-    accepted_lengths, tree_sizes = [], []
-
+    scores, raw_logits, accepted_lengths, tree_sizes = [], [], [], []
     cache = model_kwargs.get("cache")
     if cache is None or cache.get_seq_length() > 0:
         # A cache passed in by the caller would carry positions the tree loop does not know about.
         cache = DynamicCache(config=model.config)
     drafting = tree_settings.budget > 1
     drafter = HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
+    capture = TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids)
+    timing = round_profiler.generation(device) if round_profiler else nullcontext()
 
-    with TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids) as capture:
+    with timing, capture:
         # Invariant at the start of a round: the cache holds every committed token but the last one, the anchor,
         # which is the root of the next tree (its keys/values and features come from that verify pass).
         if input_ids.shape[1] - padding_length > 1:
-            with stage(profiler, "prefill", device):
+            with stage(round_profiler, "prefill", device):
                 features = prefill(model, input_ids[:, padding_length:-1], cache, capture)
             if drafting:
                 drafter.add_context(features)
 
-        finished = False
         anchor_token = int(input_ids[0, -1])  # kept on the host: the walk's tokens are host ints
+        finished = False
         while not finished:
             prefix_length = input_ids.shape[1] - padding_length - 1
-            anchor = input_ids[:, -1:]
             # Never draft deeper than the tokens still allowed: a round commits at most depth + 1 tokens.
             depth = min(tree_settings.depth, generation_config.max_length - input_ids.shape[1] - 1)
 
-            with stage(profiler, "draft", device):
-                depth_logits = drafter.draft(anchor, depth) if drafting and depth > 0 else None
-            with stage(profiler, "tree", device):
+            with stage(round_profiler, "draft", device):
+                depth_logits = drafter.draft(input_ids[:, -1:], depth) if drafting and depth > 0 else None
+            with stage(round_profiler, "tree", device):
                 if depth_logits is None:
                     tree = DraftTree(tokens=[anchor_token], parents=[-1], depths=[0])
                 else:
                     tree = build_tree(anchor_token, depth_logits, tree_settings.budget, tree_settings.width)
-            with stage(profiler, "verify", device):
+            with stage(round_profiler, "verify", device):
                 node_logits, node_features = verify_tree(model, tree, prefix_length, cache, capture)
-            with stage(profiler, "accept", device):
+            with stage(round_profiler, "accept", device):
                 walk = walk_tree(
-                    tree,
-                    node_logits,
-                    input_ids,
-                    logits_processor,
-                    generation_config.do_sample,
-                    keep_scores=keep_scores,
-                    keep_logits=keep_logits,
+                    tree, node_logits, input_ids, logits_processor, generation_config.do_sample,
+                    keep_scores=keep_scores, keep_logits=keep_logits,
                 )
                 input_ids, committed, finished = _commit(
                     walk, input_ids, stopping_criteria, scores, raw_logits, keep_scores, keep_logits, streamer
@@ -145,23 +105,26 @@ def _decode(
                 accepted_lengths.append(committed)
                 tree_sizes.append(len(tree))
                 anchor_token = walk.tokens[-1]
-            if profiler is not None:
-                profiler.rounds += 1
-            if finished:
-                break
-            with stage(profiler, "cache", device):
-                keep_accepted_path(cache, prefix_length, walk.path)
-                if drafting:
-                    drafter.add_context(node_features[:, walk.path])
+            if round_profiler is not None:
+                round_profiler.rounds += 1
+            if not finished:
+                with stage(round_profiler, "cache", device):
+                    keep_accepted_path(cache, prefix_length, walk.path)
+                    if drafting:
+                        drafter.add_context(node_features[:, walk.path])
 
-    stats = {
-        "scores": tuple(scores) if keep_scores else None,
-        "logits": tuple(raw_logits) if keep_logits else None,
-        "cache": cache if generation_config.use_cache else None,
-        "accepted_lengths": accepted_lengths,
-        "tree_sizes": tree_sizes,
-    }
-    return input_ids, stats
+    if streamer is not None:
+        streamer.end()
+    if not generation_config.return_dict_in_generate:
+        return input_ids
+    return JetSpecGenerateOutput(
+        sequences=input_ids,
+        scores=tuple(scores) if keep_scores else None,
+        logits=tuple(raw_logits) if keep_logits else None,
+        cache=cache,
+        accepted_lengths=accepted_lengths,
+        tree_sizes=tree_sizes,
+    )
 
 
 def _commit(walk, input_ids, stopping_criteria, scores, raw_logits, keep_scores, keep_logits, streamer):
