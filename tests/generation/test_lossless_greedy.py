@@ -138,3 +138,24 @@ def test_return_dict_carries_round_statistics_scores_and_logits(dense_pair):
     assert sum(got.accepted_lengths) == 15
     assert all(size <= 8 for size in got.tree_sizes) and len(got.tree_sizes) == len(got.accepted_lengths)
     assert got.tau == pytest.approx(15 / len(got.accepted_lengths))
+
+
+@pytest.mark.parametrize(
+    "processors",
+    [
+        dict(no_repeat_ngram_size=2),
+        dict(bad_words_ids=[[7], [9, 10]], repetition_penalty=1.3),
+        dict(min_new_tokens=6, eos_token_id=[1, 40, 41, 42]),
+        dict(sequence_bias={(12,): 3.0}, renormalize_logits=True),
+    ],
+    ids=["no-repeat-ngram", "bad-words-repetition-penalty", "min-new-tokens", "sequence-bias"],
+)
+def test_greedy_with_prefix_dependent_processors(dense_pair, processors):
+    # Each processor reads the prefix; at every tree node it must see that node's own path.
+    target, head = dense_pair
+    for seed, length in PROMPTS[1:4]:
+        prompt = random_prompt(seed, length)
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=20, **processors)
+        got = target.generate(prompt, do_sample=False, max_new_tokens=20, assistant_model=head, tree_budget=32,
+                              **processors)
+        assert torch.equal(got, expected), f"prompt {seed}"
