@@ -35,13 +35,6 @@ class BenchModels:
     draft_tokenizer: object | None
 
 
-def _require_folder(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}. Pass its folder (or Hub id in the cache) explicitly.")
-    return path
-
-
 def load_models(
     target: str,
     head: str,

@@ -1,0 +1,182 @@
+"""Running one method over the prompt set: warm-up, wall time, target forward count, τ, and the lossless check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..generation.profiling import RoundProfiler
+from .methods import Method
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so that a host timer read afterwards covers them (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ForwardCounter:
+    """Counts forward passes of the target's decoder stack while active.
+
+    The hook sits on the base model (`target.model`), not on the causal-LM wrapper, because the tree loop's prefill
+    calls the base model directly; every other target forward goes through it too. Draft models are other modules
+    and are not counted.
+    """
+
+    def __init__(self, target: torch.nn.Module):
+        self.module = target.base_model
+        self.count = 0
+        self._handle = None
+
+    def _hook(self, module, args, kwargs):
+        self.count += 1
+
+    def __enter__(self) -> ForwardCounter:
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+
+@dataclass
+class Mismatch:
+    """Where a method's output first differs from plain greedy decoding on one prompt."""
+
+    prompt: int
+    position: int
+    expected: int | None
+    got: int | None
+
+    def describe(self) -> str:
+        return f"prompt {self.prompt}, new token {self.position}: plain gave {self.expected}, method gave {self.got}"
+
+
+@dataclass
+class MethodResult:
+    """Totals of one method over the prompt set."""
+
+    method: Method
+    new_tokens: int = 0
+    seconds: float = 0.0
+    target_forwards: int = 0
+    rounds: int = 0
+    committed: int = 0
+    tree_nodes: int = 0
+    outputs: list[list[int]] = field(default_factory=list, repr=False)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    skipped_reason: str | None = None
+
+    @property
+    def tau(self) -> float | None:
+        """Tree methods: mean tokens committed per round. Other methods: new tokens per target forward (each
+        forward of plain decoding commits one token; an assisted forward commits the accepted run plus one)."""
+        if self.skipped_reason is not None:
+            return None
+        if self.rounds:
+            return self.committed / self.rounds
+        return self.new_tokens / self.target_forwards if self.target_forwards else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.new_tokens / self.seconds if self.seconds > 0 and self.skipped_reason is None else None
+
+    @property
+    def target_forwards_per_token(self) -> float | None:
+        """Target forwards (prefill included) per generated token."""
+        if self.skipped_reason is not None or not self.new_tokens:
+            return None
+        return self.target_forwards / self.new_tokens
+
+    @property
+    def matches_plain(self) -> bool | None:
+        return None if self.skipped_reason is not None else not self.mismatches
+
+
+def first_difference(expected: list[int], got: list[int]) -> int | None:
+    """Index of the first differing new token (a length difference counts), or `None` when equal."""
+    for position, (a, b) in enumerate(zip(expected, got)):
+        if a != b:
+            return position
+    return None if len(expected) == len(got) else min(len(expected), len(got))
+
+
+def _compare(prompt_index: int, expected: list[int], got: list[int]) -> Mismatch | None:
+    position = first_difference(expected, got)
+    if position is None:
+        return None
+    return Mismatch(
+        prompt=prompt_index,
+        position=position,
+        expected=expected[position] if position < len(expected) else None,
+        got=got[position] if position < len(got) else None,
+    )
+
+
+def _record(result: MethodResult, index: int, input_ids, generation, reference) -> None:
+    new_tokens = generation.sequences[0, input_ids.shape[1]:].tolist()
+    result.outputs.append(new_tokens)
+    result.new_tokens += len(new_tokens)
+    if generation.accepted_lengths:
+        result.rounds += len(generation.accepted_lengths)
+        result.committed += sum(generation.accepted_lengths)
+        result.tree_nodes += sum(generation.tree_sizes or [])
+    if reference is not None:
+        mismatch = _compare(index, reference[index], new_tokens)
+        if mismatch is not None:
+            result.mismatches.append(mismatch)
+
+
+def run_method(
+    method: Method,
+    prompts: list[torch.Tensor],
+    reference: list[list[int]] | None,
+    target: torch.nn.Module,
+    warmup: int = 1,
+    progress: bool = True,
+) -> MethodResult:
+    """Warm `method` up on the first prompt, then time it on every prompt.
+
+    Only the `generate` call itself is timed (bracketed by device syncs). `reference` holds plain decoding's new
+    tokens per prompt; `None` when `method` is plain decoding itself. A stock transformers method that raises is
+    returned as skipped with the exception as its reason; an exception in the tree path propagates.
+    """
+    result = MethodResult(method=method, skipped_reason=method.skipped_reason)
+    if result.skipped_reason is not None:
+        return result
+    device = target.device
+    try:
+        for _ in range(warmup):
+            method.generate(prompts[0])
+        with ForwardCounter(target) as counter:
+            for index, input_ids in enumerate(tqdm(prompts, desc=method.name, leave=False, disable=not progress)):
+                synchronize(device)
+                start = time.perf_counter()
+                generation = method.generate(input_ids)
+                synchronize(device)
+                result.seconds += time.perf_counter() - start
+                _record(result, index, input_ids, generation, reference)
+        result.target_forwards = counter.count
+    except Exception as error:  # noqa: BLE001 - a stock path that cannot run this model is reported, not fatal
+        if not method.stock or method.kind == "plain":
+            raise
+        return MethodResult(method=method, skipped_reason=f"{type(error).__name__}: {error}")
+    return result
+
+
+def profile_method(method: Method, prompts: list[torch.Tensor], progress: bool = True) -> RoundProfiler:
+    """A separate pass of a tree method with a `RoundProfiler`: per-stage wall time, summed over `prompts`.
+
+    Kept apart from the timed pass because the profiler synchronises the device around every stage.
+    """
+    profiler = RoundProfiler()
+    for input_ids in tqdm(prompts, desc=f"profile {method.name}", leave=False, disable=not progress):
+        method.generate(input_ids, round_profiler=profiler)
+    return profiler
+
+
+__all__ = ["ForwardCounter", "MethodResult", "Mismatch", "first_difference", "profile_method", "run_method",
+           "synchronize"]

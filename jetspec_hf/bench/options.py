@@ -1,0 +1,113 @@
+"""Command-line options of `jetspec-hf bench`, and how unset model paths fall back to the bundled pair."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .loading import BUNDLED, BUNDLED_PROMPTS, DTYPES
+from .methods import METHOD_GROUPS
+
+DESCRIPTION = """\
+Benchmark JetSpec tree decoding against plain greedy decoding and every peer a transformers user has, one after
+another in one process, on the same prompts: plain generate(); HF assisted generation with a small draft LM; HF
+prompt lookup; transformers' built-in linear DFlash path with the same head; the head as a chain; the tree at each
+budget; and a bidirectional (DFlash) head through the same tree path. Every method's output is checked token for
+token against plain greedy output; any difference is reported and makes the command exit non-zero.
+
+Without --target, the bundled models under examples/models/ are used (target, jetspec_head, and dflash_head /
+draft_lm when present) with the bundled held-out prompts.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jetspec-hf bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    models = parser.add_argument_group("models (default: the bundled pair under examples/models/)")
+    models.add_argument("--target", help="Qwen3 target: a local folder or a Hub id available offline")
+    models.add_argument("--head", help="JetSpec draft head for the target (required with --target)")
+    models.add_argument("--dflash-head", help="optional bidirectional (DFlash) head, run through the same tree path")
+    models.add_argument("--draft-lm", help="optional small causal LM for HF assisted generation")
+    models.add_argument("--tokenizer", help="tokenizer folder (default: the target's)")
+
+    prompts = parser.add_argument_group("prompts")
+    prompts.add_argument(
+        "--dataset",
+        default=str(BUNDLED_PROMPTS),
+        help="a JSONL file (one object a line with a prompt/text/question field), a folder written by "
+        "datasets' save_to_disk, or a datasets name loadable offline (default: the bundled held-out code prompts)",
+    )
+    prompts.add_argument("--split", default="test", help="dataset split (datasets sources only; default: test)")
+    prompts.add_argument("--field", help="record field holding the prompt (default: the first of prompt, text, "
+                         "question, problem, instruction, turns)")
+    prompts.add_argument("--samples", type=int, default=20, help="number of prompts (default: 20)")
+    prompts.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt (default: 128)")
+    prompts.add_argument("--chat-template", action="store_true",
+                         help="wrap each prompt as one user turn with the tokenizer's chat template (thinking off)")
+
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(METHOD_GROUPS),
+                         help="which methods to run besides plain decoding, which always runs (default: all)")
+    methods.add_argument("--budgets", nargs="+", type=int, default=[8, 16, 32, 64, 128],
+                         help="tree budgets, nodes per round with the root (default: 8 16 32 64 128)")
+    methods.add_argument("--tree-width", type=int, help="children per expanded node (default: the head config's)")
+    methods.add_argument("--tree-depth", type=int, help="maximum tree depth (default: the head config's, else B-1)")
+    methods.add_argument("--prompt-lookup-tokens", type=int, default=10,
+                         help="prompt_lookup_num_tokens for HF prompt lookup (default: 10)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                     help="weights and activations dtype (default: float32; greedy output is only guaranteed "
+                     "identical to plain decoding in float32)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    run.add_argument("--warmup", type=int, default=1, help="untimed runs of each method on the first prompt (default: 1)")
+    run.add_argument("--profile-samples", type=int,
+                     help="prompts in the separate profiled pass of each tree method (default: all; 0 = no "
+                     "per-round breakdown)")
+    run.add_argument("--output-dir", default="bench_results", help="where benchmark.json and benchmark.png go")
+    run.add_argument("--allow-mismatch", action="store_true",
+                     help="report outputs that differ from plain greedy but exit 0 (for bf16/fp16 runs, where "
+                     "near-tie argmax flips are expected)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill unset model paths: the bundled pair when no --target is given; otherwise --head is required."""
+    if args.target is None:
+        if not BUNDLED["target"].exists() or not BUNDLED["head"].exists():
+            parser.error(
+                f"no --target given and the bundled models are missing ({BUNDLED['target']}, {BUNDLED['head']}); "
+                "pass --target and --head"
+            )
+        args.target = str(BUNDLED["target"])
+        args.head = args.head or str(BUNDLED["head"])
+        # Optional bundled models are used when they exist; passing a path explicitly still wins.
+        if args.dflash_head is None and BUNDLED["dflash_head"].exists():
+            args.dflash_head = str(BUNDLED["dflash_head"])
+        if args.draft_lm is None and BUNDLED["draft_lm"].exists():
+            args.draft_lm = str(BUNDLED["draft_lm"])
+    elif args.head is None:
+        parser.error("--head is required with --target")
+    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if any(budget < 1 for budget in args.budgets):
+        parser.error("--budgets must all be >= 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_model_paths(args, parser)
+    return args
+
+
+__all__ = ["build_parser", "parse_args", "resolve_model_paths"]

@@ -1,0 +1,144 @@
+"""`jetspec-hf bench`: load, run every method in turn, profile the tree path, report, and fail on any mismatch."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from ..generation import enable
+from .loading import DTYPES, describe_environment, load_models
+from .measure import MethodResult, profile_method, run_method
+from .methods import MethodSettings, build_methods
+from .options import parse_args
+from .plot import plot_report
+from .prompts import encode_prompts, load_prompts
+from .report import breakdown_table, method_row, methods_table, round_breakdown, write_json
+
+REPORT_NAME = "benchmark"
+
+
+def _log(message: str) -> None:
+    # Progress notes go to stderr so that stdout carries only the Markdown report.
+    print(message, file=sys.stderr, flush=True)
+
+
+def _summary_line(result: MethodResult) -> str:
+    if result.skipped_reason is not None:
+        return f"  {result.method.name}: skipped ({result.skipped_reason.strip().splitlines()[0]})"
+    tau = f"τ={result.tau:.2f}, " if result.tau is not None else ""
+    verdict = "matches plain" if not result.mismatches else f"{len(result.mismatches)} MISMATCHES"
+    return f"  {result.method.name}: {tau}{result.tokens_per_second:.1f} tok/s, {verdict}"
+
+
+def run_benchmark(args) -> tuple[dict, list[MethodResult]]:
+    """Run every configured method on the prompt set and build the JSON report (see the package doc)."""
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run_benchmark(args)
+    finally:
+        # The thread count is process-wide; a caller that runs the benchmark in-process gets its own back.
+        torch.set_num_threads(threads)
+
+
+def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
+    torch.manual_seed(args.seed)
+    progress = not args.no_progress
+    device = torch.device(args.device)
+
+    _log(f"loading models on {device} ({args.dtype})")
+    models = load_models(
+        args.target, args.head, args.dflash_head, args.draft_lm, args.tokenizer, args.device, DTYPES[args.dtype]
+    )
+    enable(models.target)
+    texts = load_prompts(args.dataset, args.split, args.field, args.samples)
+    prompts = encode_prompts(models.tokenizer, texts, args.chat_template, device)
+    settings = MethodSettings(
+        max_new_tokens=args.max_new_tokens,
+        budgets=tuple(args.budgets),
+        tree_width=args.tree_width,
+        tree_depth=args.tree_depth,
+        prompt_lookup_tokens=args.prompt_lookup_tokens,
+        groups=tuple(args.methods),
+    )
+    methods = build_methods(models, settings)
+    _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
+
+    # Plain decoding first: its outputs are the reference every other method must reproduce.
+    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress)
+    _log(_summary_line(plain))
+    results = [plain]
+    for method in methods[1:]:
+        results.append(run_method(method, prompts, plain.outputs, models.target, args.warmup, progress))
+        _log(_summary_line(results[-1]))
+
+    breakdown = {"unit": "milliseconds per round", "samples": 0, "methods": {}}
+    profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
+    if profile_count > 0:
+        breakdown["samples"] = profile_count
+        for result in results:
+            if result.method.is_tree and result.skipped_reason is None:
+                profiler = profile_method(result.method, prompts[:profile_count], progress)
+                breakdown["methods"][result.method.name] = round_breakdown(result.method, profiler, profile_count)
+
+    report = {
+        "environment": describe_environment(args.device, args.dtype),
+        "target": args.target,
+        "head": args.head,
+        "dflash_head": args.dflash_head,
+        "draft_lm": args.draft_lm,
+        "prompts": {
+            "source": args.dataset,
+            "samples": len(prompts),
+            "max_new_tokens": args.max_new_tokens,
+            "chat_template": args.chat_template,
+            "mean_prompt_tokens": round(sum(ids.shape[1] for ids in prompts) / len(prompts), 1),
+        },
+        "settings": {"budgets": list(args.budgets), "tree_width": args.tree_width, "tree_depth": args.tree_depth,
+                     "warmup": args.warmup, "prompt_lookup_tokens": args.prompt_lookup_tokens},
+        "methods": [method_row(result, plain) for result in results],
+        "round_breakdown": breakdown,
+    }
+    return report, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `jetspec-hf bench` / `python -m jetspec_hf.bench`; returns the exit status.
+
+    Exit status 1 when any method's output differs from plain greedy decoding (unless `--allow-mismatch`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    report, results = run_benchmark(args)
+    report["command"] = shlex.join(["jetspec-hf", "bench", *argv])
+
+    print(methods_table(report["methods"]))
+    if report["round_breakdown"]["methods"]:
+        print()
+        print(f"Per-round time, ms (profiled pass over {report['round_breakdown']['samples']} prompts):")
+        print()
+        print(breakdown_table(report["round_breakdown"]))
+
+    output_dir = Path(args.output_dir)
+    json_path, png_path = output_dir / f"{REPORT_NAME}.json", output_dir / f"{REPORT_NAME}.png"
+    write_json(report, json_path)
+    title = f"{Path(args.target).name}: {len(results[0].outputs)} prompts × {args.max_new_tokens} tokens, " \
+            f"{args.device} {args.dtype}"
+    plot_report(report["methods"], png_path, title=title)
+    _log(f"wrote {json_path} and {png_path}")
+
+    failed = [result for result in results if result.mismatches]
+    for result in failed:
+        _log(f"MISMATCH: {result.method.name} differs from plain greedy decoding on {len(result.mismatches)} "
+             f"prompt(s); first: {result.mismatches[0].describe()}")
+    if failed and not args.allow_mismatch:
+        _log("FAILED: outputs must equal plain greedy output token for token (see above).")
+        return 1
+    return 0
+
+
+__all__ = ["main", "run_benchmark"]

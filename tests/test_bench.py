@@ -1,0 +1,184 @@
+"""`jetspec-hf bench` end to end on tiny random models saved to disk, and its loud failure on a lossy method."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jetspec_hf.bench import main
+from jetspec_hf.bench.measure import first_difference
+from jetspec_hf.bench.methods import Generation, Method
+from jetspec_hf.bench.prompts import load_prompts
+from jetspec_hf.cli import main as cli_main
+from tiny_models import tiny_head, tiny_target, tiny_tokenizer
+
+# Printable characters of the tiny character-level vocabulary (ids 3..95 are chr(36)..chr(128)).
+PROMPTS = ["abcabcabcabc", "hello=world;hello=", "xyzxyz01"]
+BUDGETS = ["4", "8"]
+
+
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory):
+    """A tiny target (with tokenizer), JetSpec and DFlash heads, a draft LM, and a JSONL prompt file on disk."""
+    root = tmp_path_factory.mktemp("bench_models")
+    target = tiny_target()
+    target.save_pretrained(root / "target")
+    tiny_tokenizer().save_pretrained(root / "target")
+    tiny_head(target, causal=True, seed=1).save_pretrained(root / "jetspec_head")
+    tiny_head(target, causal=False, seed=2).save_pretrained(root / "dflash_head")
+    tiny_target(seed=3).save_pretrained(root / "draft_lm")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"file": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS)))
+    return root
+
+
+def bench_argv(root, output_dir, *extra):
+    return [
+        "--target", str(root / "target"),
+        "--head", str(root / "jetspec_head"),
+        "--dflash-head", str(root / "dflash_head"),
+        "--draft-lm", str(root / "draft_lm"),
+        "--dataset", str(root / "prompts.jsonl"),
+        "--samples", "2",
+        "--max-new-tokens", "12",
+        "--budgets", *BUDGETS,
+        "--device", "cpu",
+        "--output-dir", str(output_dir),
+        "--no-progress",
+        # One thread: the tiny models gain nothing from more, and a busy machine makes two threads spin-wait.
+        "--threads", "1",
+        *extra,
+    ]
+
+
+def test_bench_runs_every_method_and_writes_json_and_png(bench_files, tmp_path, capsys):
+    assert main(bench_argv(bench_files, tmp_path)) == 0
+
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    png = (tmp_path / "benchmark.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+    assert {"device", "dtype", "torch", "transformers", "cpu", "threads"} <= set(report["environment"])
+    assert report["prompts"] == {**report["prompts"], "samples": 2, "max_new_tokens": 12}
+    assert report["head"].endswith("jetspec_head") and report["dflash_head"].endswith("dflash_head")
+
+    rows = {row["name"]: row for row in report["methods"]}
+    kinds = [row["kind"] for row in report["methods"]]
+    expected_kinds = ["plain", "hf-assisted", "hf-prompt-lookup", "hf-dflash", "hf-dflash", "jetspec-chain",
+                      "jetspec-tree", "jetspec-tree", "dflash-chain", "dflash-tree", "dflash-tree"]
+    assert kinds == expected_kinds
+    keys = {"name", "kind", "tree_budget", "tree_width", "tau", "target_forwards_per_token", "tokens_per_second",
+            "speedup", "matches_plain", "skipped_reason"}
+    for row in report["methods"]:
+        assert keys <= set(row)
+        # Every method either ran and reproduced plain greedy output, or says why it did not run.
+        if row["skipped_reason"] is None:
+            assert row["matches_plain"] is True, row
+            assert row["tokens_per_second"] > 0 and row["speedup"] > 0
+            assert row["target_forwards_per_token"] > 0
+        else:
+            assert row["matches_plain"] is None and row["skipped_reason"]
+
+    plain = rows["plain"]
+    assert plain["speedup"] == 1.0 and plain["tau"] == 1.0
+    # Plain decoding: one target forward per generated token (the prefill yields the first one).
+    assert plain["target_forwards_per_token"] == 1.0
+    assert [row["tree_budget"] for row in report["methods"] if row["kind"] == "jetspec-tree"] == [4, 8]
+    chain = rows["JetSpec chain"]
+    assert chain["tree_width"] == 1 and chain["tree_budget"] == 8  # block_size 8: depth 7, root included
+    for row in report["methods"]:
+        if row["kind"].endswith("-tree") or row["kind"].endswith("-chain"):
+            assert row["tau"] >= 1.0
+            # One forward per round plus the prefill: never more forwards than plain decoding.
+            assert row["target_forwards_per_token"] <= 1.0 + 1e-9
+
+    breakdown = report["round_breakdown"]
+    profiled = [row["name"] for row in report["methods"] if row["kind"].endswith(("-tree", "-chain"))]
+    assert list(breakdown["methods"]) == profiled
+    for entry in breakdown["methods"].values():
+        assert {"draft", "tree", "verify", "accept", "cache", "other", "round", "round_over_verify"} <= set(entry)
+        assert entry["rounds"] > 0 and entry["round_over_verify"] >= 1.0
+
+    table = capsys.readouterr().out
+    assert "| plain |" in table and "JetSpec tree b=8" in table and "round / verify" in table
+
+
+def test_missing_draft_lm_is_a_stated_skip(bench_files, tmp_path):
+    argv = bench_argv(bench_files, tmp_path, "--methods", "assisted", "--profile-samples", "0", "--warmup", "0")
+    draft_index = argv.index("--draft-lm")
+    del argv[draft_index : draft_index + 2]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
+    assert [row["kind"] for row in rows] == ["plain", "hf-assisted"]
+    assert rows[1]["skipped_reason"] == "no draft LM given (--draft-lm)"
+    assert rows[1]["tau"] is None and rows[1]["speedup"] is None
+
+
+def test_a_failing_stock_path_is_recorded_with_its_reason(bench_files, tmp_path, monkeypatch):
+    original = Method.generate
+
+    def broken_stock_dflash(self, input_ids, round_profiler=None):
+        if self.kind == "hf-dflash":
+            raise RuntimeError("stock DFlash path cannot run this head")
+        return original(self, input_ids, round_profiler)
+
+    monkeypatch.setattr(Method, "generate", broken_stock_dflash)
+    argv = bench_argv(bench_files, tmp_path, "--methods", "hf-dflash", "--profile-samples", "0", "--warmup", "0")
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
+    assert rows[1]["kind"] == "hf-dflash"
+    assert rows[1]["skipped_reason"] == "RuntimeError: stock DFlash path cannot run this head"
+
+
+def test_a_method_whose_output_differs_from_plain_fails_loudly(bench_files, tmp_path, monkeypatch, capsys):
+    original = Method.generate
+
+    def corrupted_tree(self, input_ids, round_profiler=None):
+        generation = original(self, input_ids, round_profiler)
+        if self.kind == "jetspec-tree":
+            sequences = generation.sequences.clone()
+            sequences[0, -1] = (sequences[0, -1] + 1) % 96
+            return Generation(sequences, generation.accepted_lengths, generation.tree_sizes)
+        return generation
+
+    monkeypatch.setattr(Method, "generate", corrupted_tree)
+    argv = bench_argv(bench_files, tmp_path, "--methods", "tree", "--profile-samples", "0", "--warmup", "0")
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "MISMATCH: JetSpec tree b=4" in captured.err and "FAILED" in captured.err
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
+    trees = [row for row in rows if row["kind"] == "jetspec-tree"]
+    assert trees and all(row["matches_plain"] is False and row["mismatches"] for row in trees)
+    assert "**NO**" in captured.out
+    # --allow-mismatch still reports the difference but lets the run pass (bf16 near-tie flips).
+    assert main([*argv, "--allow-mismatch"]) == 0
+
+
+def test_cli_dispatch_and_module_entry_point(bench_files, tmp_path):
+    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "--profile-samples", "0", "--warmup", "0")
+    assert cli_main(["bench", *argv]) == 0
+    assert [row["kind"] for row in json.loads((tmp_path / "benchmark.json").read_text())["methods"]] == [
+        "plain", "hf-prompt-lookup"]
+    completed = subprocess.run([sys.executable, "-m", "jetspec_hf.bench", "--help"], capture_output=True, text=True)
+    assert completed.returncode == 0 and "--budgets" in completed.stdout and "--dflash-head" in completed.stdout
+
+
+def test_prompt_sources(tmp_path):
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_text('{"question": "q1"}\n\n{"text": "t2"}\n{"turns": ["first turn", "second"]}\n')
+    assert load_prompts(str(jsonl)) == ["q1", "t2", "first turn"]
+    assert load_prompts(str(jsonl), samples=2) == ["q1", "t2"]
+    with pytest.raises(ValueError, match="no prompt field"):
+        load_prompts(str(jsonl), field="answer")
+
+    datasets = pytest.importorskip("datasets")
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"problem": ["p1", "p2", "p3"]})}).save_to_disk(saved)
+    assert load_prompts(str(saved), split="test", samples=2) == ["p1", "p2"]
+
+
+def test_first_difference():
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2, 3], [1, 2]) == 2
