@@ -9,7 +9,7 @@ import pytest
 from jetspec_hf.bench import main
 from jetspec_hf.bench.measure import first_difference
 from jetspec_hf.bench.methods import Generation, Method
-from jetspec_hf.bench.prompts import load_prompts
+from jetspec_hf.bench.prompts import encode_prompts, load_prompts
 from jetspec_hf.cli import main as cli_main
 from tiny_models import tiny_head, tiny_target, tiny_tokenizer
 
@@ -156,10 +156,12 @@ def test_a_method_whose_output_differs_from_plain_fails_loudly(bench_files, tmp_
 
 
 def test_cli_dispatch_and_module_entry_point(bench_files, tmp_path):
-    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "--profile-samples", "0", "--warmup", "0")
+    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "--profile-samples", "0", "--repeats", "2")
     assert cli_main(["bench", *argv]) == 0
-    assert [row["kind"] for row in json.loads((tmp_path / "benchmark.json").read_text())["methods"]] == [
-        "plain", "hf-prompt-lookup"]
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
+    assert [row["kind"] for row in rows] == ["plain", "hf-prompt-lookup"]
+    # Repeats are timed, but forwards are counted once per prompt.
+    assert rows[0]["target_forwards_per_token"] == 1.0 and rows[0]["target_forwards"] == rows[0]["new_tokens"]
     completed = subprocess.run([sys.executable, "-m", "jetspec_hf.bench", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "--budgets" in completed.stdout and "--dflash-head" in completed.stdout
 
@@ -182,3 +184,16 @@ def test_first_difference():
     assert first_difference([1, 2, 3], [1, 2, 3]) is None
     assert first_difference([1, 2, 3], [1, 5, 3]) == 1
     assert first_difference([1, 2, 3], [1, 2]) == 2
+
+
+def test_chat_template_wraps_each_prompt_as_a_user_turn():
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match="no chat template"):
+        encode_prompts(tokenizer, ["abc"], chat_template=True, device="cpu")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['content'] }}>{% endfor %}{% if add_generation_prompt %}=={% endif %}"
+    )
+    (wrapped,) = encode_prompts(tokenizer, ["abc"], chat_template=True, device="cpu")
+    assert tokenizer.decode(wrapped[0]) == "<abc>=="
+    (plain,) = encode_prompts(tokenizer, ["abc"], chat_template=False, device="cpu")
+    assert tokenizer.decode(plain[0]) == "abc"

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "identical to plain decoding in float32)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     run.add_argument("--warmup", type=int, default=1, help="untimed runs of each method on the first prompt (default: 1)")
+    run.add_argument("--repeats", type=int, default=1,
+                     help="timed runs per prompt and method, the fastest kept: steadier numbers on a busy machine "
+                     "(default: 1)")
     run.add_argument("--profile-samples", type=int,
                      help="prompts in the separate profiled pass of each tree method (default: all; 0 = no "
                      "per-round breakdown)")
@@ -94,7 +97,7 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
             args.draft_lm = str(BUNDLED["draft_lm"])
     elif args.head is None:
         parser.error("--head is required with --target")
-    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens"):
+    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(budget < 1 for budget in args.budgets):

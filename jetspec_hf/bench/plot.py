@@ -43,8 +43,10 @@ def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:
     for row in ran:
         if row["kind"] in PEER_STYLES:
             color = HEAD_COLORS.get(row["head"], "tab:gray")
-            speed_axis.axhline(row["speedup"], linestyle=PEER_STYLES[row["kind"]], color=color, alpha=0.7,
-                               label=row["name"])
+            style = dict(linestyle=PEER_STYLES[row["kind"]], color=color, alpha=0.7, label=row["name"])
+            speed_axis.axhline(row["speedup"], **style)
+            # For a stock peer, τ is tokens per target forward: the same quantity for a chain verifier.
+            tau_axis.axhline(row["tau"], **style)
     speed_axis.axhline(1.0, color="black", linewidth=0.8, label="plain decoding")
 
     for axis, ylabel in ((tau_axis, "τ (tokens committed per round)"), (speed_axis, "speedup over plain (×)")):

@@ -69,11 +69,13 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
 
     # Plain decoding first: its outputs are the reference every other method must reproduce.
-    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress)
+    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats)
     _log(_summary_line(plain))
     results = [plain]
     for method in methods[1:]:
-        results.append(run_method(method, prompts, plain.outputs, models.target, args.warmup, progress))
+        results.append(
+            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats)
+        )
         _log(_summary_line(results[-1]))
 
     breakdown = {"unit": "milliseconds per round", "samples": 0, "methods": {}}
@@ -99,7 +101,7 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
             "mean_prompt_tokens": round(sum(ids.shape[1] for ids in prompts) / len(prompts), 1),
         },
         "settings": {"budgets": list(args.budgets), "tree_width": args.tree_width, "tree_depth": args.tree_depth,
-                     "warmup": args.warmup, "prompt_lookup_tokens": args.prompt_lookup_tokens},
+                     "warmup": args.warmup, "repeats": args.repeats, "prompt_lookup_tokens": args.prompt_lookup_tokens},
         "methods": [method_row(result, plain) for result in results],
         "round_breakdown": breakdown,
     }
