@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--max-grad-norm", type=float, default=1.0)
     optim.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--cpu", action="store_true", help="train on the CPU even when an accelerator is present")
 
     out = fit.add_argument_group("output")
     out.add_argument("--output-dir", required=True, help="final head folder (loads with from_pretrained)")
@@ -241,7 +242,7 @@ def run_fit(args, parser) -> int:
         max_seq_len=args.max_seq_len, seed=args.seed, log_steps=args.log_steps, eval_steps=args.eval_steps,
         eval_batch_size=args.eval_batch_size, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, cache_features=args.cache_features,
-        cache_dtype=args.cache_dtype, mixed_precision=args.mixed_precision, save_dtype=args.save_dtype,
+        cache_dtype=args.cache_dtype, mixed_precision=args.mixed_precision, cpu=args.cpu, save_dtype=args.save_dtype,
         show_progress=not args.no_progress,
     )
     if args.cache_only and not args.cache_features:

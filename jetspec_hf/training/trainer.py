@@ -7,6 +7,7 @@ device). Batches and anchors are pure functions of (seed, step, process), so a r
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -66,6 +67,7 @@ class HeadTrainingArguments:
     cache_features: str | None = None
     cache_dtype: str = "float32"
     mixed_precision: str = "no"
+    cpu: bool = False
     save_dtype: str = "float32"
     show_progress: bool = True
 
@@ -94,6 +96,13 @@ class TrainerState:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.best_eval_accept = state.get("best_eval_accept")
+
+
+def _accelerator_available() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -157,7 +166,10 @@ class HeadTrainer:
         self.args = args
         self.tokenizer = tokenizer
         self.head_config = head_config
-        self.accelerator = Accelerator(mixed_precision=args.mixed_precision)
+        # On a machine with no accelerator, say so explicitly: accelerate then runs processes started by
+        # `accelerate launch --multi_gpu` / torchrun as a gloo process group instead of as independent runs.
+        use_cpu = args.cpu or not _accelerator_available()
+        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
         self.is_main = self.accelerator.is_main_process
         block = head_config.block_size
         self.train_records = usable_records(train_records, block, args.max_seq_len)
@@ -348,11 +360,9 @@ class HeadTrainer:
         """Write the head (in `save_dtype`), the target's tokenizer and `training_args.json` to `output_dir`."""
         output_dir = Path(self.args.output_dir)
         if self.is_main:
-            head = self.accelerator.unwrap_model(self.head)
-            dtype = DTYPES[self.args.save_dtype]
-            state_dict = {name: tensor.detach().to(dtype) for name, tensor in head.state_dict().items()}
-            head.config.dtype = self.args.save_dtype
-            head.save_pretrained(output_dir, state_dict=state_dict)
+            # A cast copy, so that the config records the saved dtype and the trained fp32 head stays as it is.
+            head = copy.deepcopy(self.accelerator.unwrap_model(self.head)).to(DTYPES[self.args.save_dtype])
+            head.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
             record = {
                 "args": asdict(self.args),

@@ -1,0 +1,123 @@
+"""The training loop: loss falls, the saved head reloads exactly, resume continues exactly, the feature cache is
+equivalent to on-the-fly features, and bad input gives clear errors."""
+
+import json
+
+import pytest
+import torch
+from tiny_models import tiny_target, tiny_tokenizer
+from training_helpers import repetitive_records, tiny_head_config
+
+from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.training.__main__ import main
+from jetspec_hf.training.trainer import HeadTrainer, HeadTrainingArguments, find_latest_checkpoint
+
+TRAIN, EVAL = repetitive_records(48, seed=0), repetitive_records(8, seed=1)
+
+
+def run(tmp_path, name, **overrides):
+    settings = dict(output_dir=str(tmp_path / name), max_steps=40, per_device_batch_size=4, learning_rate=3e-3,
+                    anchors_per_seq=6, log_steps=5, seed=0, show_progress=False)
+    settings.update(overrides)
+    target = tiny_target()
+    trainer = HeadTrainer(target, tiny_tokenizer(), tiny_head_config(target), TRAIN, EVAL,
+                          HeadTrainingArguments(**settings))
+    return trainer, trainer.train()
+
+
+def final_weights(folder):
+    head = JetSpecDraftModel.from_pretrained(folder)
+    return {k: v.clone() for k, v in head.state_dict().items()}
+
+
+def test_loss_falls_and_saved_head_reloads(tmp_path):
+    trainer, summary = run(tmp_path, "head", save_dtype="bfloat16")
+    losses = [r["loss"] for r in trainer.history if "loss" in r]
+    assert len(losses) == 8
+    assert sum(losses[-2:]) / 2 < 0.6 * sum(losses[:2]) / 2
+    final = summary["final_eval"]
+    assert len(final["eval_top1_per_depth"]) == trainer.head_config.block_size - 1
+    assert final["eval_top1_per_depth"][0] > 0.2  # a repeating pattern is learnable at depth 1
+
+    folder = tmp_path / "head"
+    head, info = JetSpecDraftModel.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    trained = trainer.accelerator.unwrap_model(trainer.head).state_dict()
+    for name, tensor in head.state_dict().items():
+        torch.testing.assert_close(tensor.float(), trained[name].to(torch.bfloat16).float())
+    # Stored in bf16, and the config says so: dtype="auto" loads it back in bf16.
+    assert next(JetSpecDraftModel.from_pretrained(folder, dtype="auto").parameters()).dtype == torch.bfloat16
+    assert head.config.causal_head and head.config.target_layer_ids == [1, 3]
+    assert head.config.vocab_size == trainer.target.config.vocab_size
+    for name in ("tokenizer.json", "tokenizer_config.json", "training_args.json", "eval_results.json"):
+        assert (folder / name).is_file()
+    assert json.loads((folder / "training_args.json").read_text())["args"]["max_steps"] == 40
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path):
+    run(tmp_path, "full", max_steps=12, save_steps=6, save_total_limit=3)
+    assert find_latest_checkpoint(tmp_path / "full").name == "checkpoint-12"
+    assert (tmp_path / "full" / "checkpoint-6" / "config.json").is_file()
+    _, summary = run(tmp_path, "resumed", max_steps=12, resume=str(tmp_path / "full" / "checkpoint-6"))
+    assert summary["resumed_from_step"] == 6 and summary["steps"] == 12
+    full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
+    for name in full:
+        torch.testing.assert_close(resumed[name], full[name], atol=1e-6, rtol=1e-5)
+
+
+def test_feature_cache_trains_like_on_the_fly_features(tmp_path):
+    _, plain = run(tmp_path, "plain", max_steps=6, kl_weight=0.5)
+    _, cached = run(tmp_path, "cached", max_steps=6, kl_weight=0.5, cache_features=str(tmp_path / "cache"))
+    assert (tmp_path / "cache" / "train" / "manifest.json").is_file()
+    assert (tmp_path / "cache" / "eval" / "manifest.json").is_file()
+    assert cached["final_eval"]["eval_loss"] == pytest.approx(plain["final_eval"]["eval_loss"], rel=1e-4)
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "cached")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3)
+
+
+def test_cache_built_for_other_layers_is_refused(tmp_path):
+    run(tmp_path, "first", max_steps=1, cache_features=str(tmp_path / "cache"))
+    target = tiny_target()
+    config = tiny_head_config(target, layers=(0, 2))
+    args = HeadTrainingArguments(output_dir=str(tmp_path / "second"), max_steps=1, show_progress=False,
+                                 cache_features=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="taps layers"):
+        HeadTrainer(target, tiny_tokenizer(), config, TRAIN, EVAL, args)
+
+
+def test_cli_errors(tmp_path, target_dir, repetitive_data, capsys):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    train, _ = repetitive_data
+    common = ["fit", "--target", str(target_dir), "--train-data", train, "--output-dir", str(tmp_path / "o")]
+    # A tokenizer without a mask token, and no --mask-token-id.
+    no_mask = tmp_path / "no_mask"
+    backend = Tokenizer(models.WordLevel(vocab={"<pad>": 0, "<eos>": 1, "a": 3}, unk_token="<pad>"))
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>").save_pretrained(no_mask)
+    with pytest.raises(SystemExit):
+        main(common + ["--tokenizer", str(no_mask)])
+    assert "no mask token" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(common + ["--target-layer-ids", "9"])
+    assert "outside the target" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--target", str(target_dir), "--train-data", str(tmp_path / "missing.jsonl"),
+              "--output-dir", str(tmp_path / "o")])
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(common + ["--block-size", "80"])
+    assert "long enough" in capsys.readouterr().err
+
+
+def test_cli_fit(tmp_path, target_dir, repetitive_data):
+    train, eval_data = repetitive_data
+    output = tmp_path / "dflash"
+    assert main(["fit", "--target", str(target_dir), "--train-data", train, "--eval-data", eval_data,
+                 "--num-layers", "1", "--intermediate-size", "64", "--block-size", "5", "--bidirectional",
+                 "--max-steps", "3", "--batch-size", "2", "--output-dir", str(output), "--no-progress"]) == 0
+    head = JetSpecDraftModel.from_pretrained(output)
+    assert not head.config.causal_head and head.config.block_size == 5
+    assert head.config.mask_token_id == tiny_tokenizer().mask_token_id
