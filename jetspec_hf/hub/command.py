@@ -1,0 +1,134 @@
+"""`jetspec-hf card`: render a model card for a folder, prepare a Hub-ready copy, optionally push it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .cards import TRAINING_ARGS_FILE, count_safetensors_parameters, render_causal_lm_card
+from .folder import CARD_FILE, prepare_hub_folder, push_head_to_hub
+
+DESCRIPTION = """\
+Render the model card (README.md) of a draft head or of a plain causal LM folder.
+
+For a draft head, the output folder also gets the weights and config (re-saved in jetspec_hf's format), a
+custom_generate/ folder (so that users without jetspec_hf can run
+`target.generate(..., custom_generate=<repo>, trust_remote_code=True)`), and the bench JSON. Without --output the
+card and custom_generate/ are written into --folder itself and the weights are left untouched.
+"""
+
+EPILOG = """\
+examples:
+  jetspec-hf card --folder runs/head --base-model Qwen/Qwen3-8B --bench-json runs/bench/report.json \\
+      --output hub/Qwen3-8B-jetspec --repo-id me/Qwen3-8B-jetspec
+  jetspec-hf card --folder hub/Qwen3-8B-jetspec --base-model Qwen/Qwen3-8B --push-to me/Qwen3-8B-jetspec
+  jetspec-hf card --folder examples/models/target --role "bundled target" --print
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `jetspec-hf card`."""
+    parser = argparse.ArgumentParser(
+        prog="jetspec-hf card", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--folder", required=True, type=Path, help="a saved draft head or causal LM folder")
+    parser.add_argument("--base-model", metavar="ORG/NAME",
+                        help="repo id of the target the head drafts for (required for a draft head)")
+    parser.add_argument("--bench-json", type=Path, metavar="FILE", help="bench results for the card's table")
+    parser.add_argument("--output", type=Path, metavar="DIR",
+                        help="write a Hub-ready copy here (default: write the card into --folder)")
+    parser.add_argument("--repo-id", metavar="ORG/NAME",
+                        help="the repository the folder is meant for (card snippets, custom_generate/); "
+                             "defaults to --push-to")
+    parser.add_argument("--push-to", metavar="ORG/NAME", help="upload the prepared folder to this Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the repository as private when pushing")
+    parser.add_argument("--revision", help="branch to push to (default: main)")
+    parser.add_argument("--license", default="apache-2.0", help="license id for the card metadata")
+    parser.add_argument("--model-name", help="the card's title")
+    parser.add_argument("--training-data", metavar="TEXT", help="a description of the training data")
+    parser.add_argument("--training-args", type=Path, metavar="FILE",
+                        help=f"training record (default: {TRAINING_ARGS_FILE} in --folder, if present)")
+    parser.add_argument("--role", help="causal LM folders: what the model is for (e.g. 'bundled target')")
+    parser.add_argument("--tag", action="append", default=[], dest="tags", help="extra metadata tag (repeatable)")
+    parser.add_argument("--no-custom-generate", action="store_true",
+                        help="draft heads: do not write custom_generate/")
+    parser.add_argument("--print", action="store_true", dest="print_card", help="also print the card")
+    return parser
+
+
+def is_draft_head_folder(folder: Path) -> bool:
+    """Whether `folder/config.json` describes a JetSpec / DFlash head (our format or the released one)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return config.get("model_type") == "jetspec" or "dflash_config" in config or "block_size" in config
+
+
+def _causal_lm_card(args: argparse.Namespace, output: Path, repo_id: str | None) -> Path:
+    from transformers import AutoConfig
+
+    if output.resolve() != args.folder.resolve():
+        shutil.copytree(args.folder, output, dirs_exist_ok=True)
+    training_args = args.training_args
+    if training_args is None and (args.folder / TRAINING_ARGS_FILE).is_file():
+        training_args = args.folder / TRAINING_ARGS_FILE
+    card = render_causal_lm_card(
+        AutoConfig.from_pretrained(args.folder),
+        num_parameters=count_safetensors_parameters(args.folder),
+        role=args.role,
+        training_args=training_args,
+        training_data=args.training_data,
+        base_model=args.base_model,
+        repo_id=repo_id,
+        model_name=args.model_name,
+        license=args.license,
+        extra_tags=args.tags,
+    )
+    card.save(output / CARD_FILE)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `jetspec-hf card`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not (args.folder / "config.json").is_file():
+        parser.error(f"--folder {args.folder}: no config.json there")
+    if args.repo_id and args.push_to and args.repo_id != args.push_to:
+        parser.error(f"--repo-id {args.repo_id} and --push-to {args.push_to} name different repositories")
+    repo_id = args.repo_id or args.push_to
+    output = args.output or args.folder
+
+    if is_draft_head_folder(args.folder):
+        if not args.base_model:
+            parser.error("--base-model is required for a draft head (the repo id of its target)")
+        prepare_hub_folder(
+            args.folder,
+            output,
+            base_model=args.base_model,
+            bench_json=args.bench_json,
+            license=args.license,
+            repo_id=repo_id,
+            training_args=args.training_args,
+            training_data=args.training_data,
+            model_name=args.model_name,
+            custom_generate=not args.no_custom_generate,
+            tags=args.tags,
+        )
+    else:
+        _causal_lm_card(args, output, repo_id)
+
+    card_path = output / CARD_FILE
+    print(f"wrote {card_path}")
+    if args.print_card:
+        print(card_path.read_text(encoding="utf-8"))
+    if args.push_to:
+        commit = push_head_to_hub(output, args.push_to, private=args.private or None, revision=args.revision)
+        print(f"pushed {output} to {args.push_to}: {getattr(commit, 'commit_url', commit)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
