@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cards import TRAINING_ARGS_FILE, count_safetensors_parameters, render_causal_lm_card
+from .cards import TRAINING_RECORD_FILES, count_safetensors_parameters, find_training_record, render_causal_lm_card
 from .folder import CARD_FILE, prepare_hub_folder, push_head_to_hub
 
 DESCRIPTION = """\
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", help="the card's title")
     parser.add_argument("--training-data", metavar="TEXT", help="a description of the training data")
     parser.add_argument("--training-args", type=Path, metavar="FILE",
-                        help=f"training record (default: {TRAINING_ARGS_FILE} in --folder, if present)")
+                        help=f"training record (default: the first of {', '.join(TRAINING_RECORD_FILES)} in --folder)")
     parser.add_argument("--role", help="causal LM folders: what the model is for (e.g. 'bundled target')")
     parser.add_argument("--tag", action="append", default=[], dest="tags", help="extra metadata tag (repeatable)")
     parser.add_argument("--no-custom-generate", action="store_true",
@@ -71,9 +71,7 @@ def _causal_lm_card(args: argparse.Namespace, output: Path, repo_id: str | None)
 
     if output.resolve() != args.folder.resolve():
         shutil.copytree(args.folder, output, dirs_exist_ok=True)
-    training_args = args.training_args
-    if training_args is None and (args.folder / TRAINING_ARGS_FILE).is_file():
-        training_args = args.folder / TRAINING_ARGS_FILE
+    training_args = args.training_args or find_training_record(args.folder)
     card = render_causal_lm_card(
         AutoConfig.from_pretrained(args.folder),
         num_parameters=count_safetensors_parameters(args.folder),

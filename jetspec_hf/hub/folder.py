@@ -12,7 +12,13 @@ from huggingface_hub import HfApi
 
 from ..configuration_jetspec import JetSpecConfig
 from ..modeling_jetspec import JetSpecDraftModel
-from .cards import TRAINING_ARGS_FILE, count_safetensors_parameters, read_json, render_head_card
+from .cards import (
+    TRAINING_ARGS_FILE,
+    count_safetensors_parameters,
+    find_training_record,
+    read_json,
+    render_head_card,
+)
 from .remote_code import CUSTOM_GENERATE_DIR, read_head_location, write_custom_generate
 
 logger = logging.getLogger(__name__)
@@ -23,6 +29,7 @@ BENCH_FILE = "bench_results.json"
 # saves it beside the head, handy for users) and the training record.
 COPIED_FILES = (
     TRAINING_ARGS_FILE,
+    "eval_results.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -98,8 +105,8 @@ def prepare_hub_folder(
                 if (source_dir / name).is_file() and not (output_dir / name).exists():
                     shutil.copyfile(source_dir / name, output_dir / name)
 
-    if training_args is None and source_dir is not None and (source_dir / TRAINING_ARGS_FILE).is_file():
-        training_args = source_dir / TRAINING_ARGS_FILE
+    if training_args is None and source_dir is not None:
+        training_args = find_training_record(source_dir)
     bench = read_json(bench_json)
     if bench is not None:
         (output_dir / BENCH_FILE).write_text(json.dumps(bench, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -51,11 +51,15 @@ def _is_package(module_name: str) -> bool:
     return _source_path(module_name).name == "__init__.py"
 
 
+def _in_package(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
 def _resolve(node: ast.ImportFrom, module_name: str) -> str | None:
     """Absolute name of the module an import statement reads from, or `None` when it is outside the package."""
     if node.level == 0:
         name = node.module or ""
-        return name if name == PACKAGE or name.startswith(PACKAGE + ".") else None
+        return name if _in_package(name, module_name.split(".")[0]) else None
     # A relative import is resolved against the module's package: itself for an `__init__`, else its parent.
     package = module_name if _is_package(module_name) else module_name.rpartition(".")[0]
     parts = package.split(".")
@@ -66,11 +70,13 @@ def _resolve(node: ast.ImportFrom, module_name: str) -> str | None:
 
 
 def _package_imports(module_name: str, tree: ast.Module) -> list[_ModuleImport]:
+    """The imports of `module_name` (parsed as `tree`) that read from its own top-level package, at any depth."""
+    package = module_name.split(".")[0]
     imports = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name == PACKAGE or alias.name.startswith(PACKAGE + "."):
+                if _in_package(alias.name, package):
                     raise ImportError(
                         f"{module_name} line {node.lineno}: `import {alias.name}` cannot be flattened into "
                         "`custom_generate/`; use `from .module import name`."
@@ -79,11 +85,13 @@ def _package_imports(module_name: str, tree: ast.Module) -> list[_ModuleImport]:
             target = _resolve(node, module_name)
             if target is None:
                 continue
-            if not node.module or target == PACKAGE:
-                # transformers only follows `from .name import ...`; `from . import name` would not be fetched.
+            if not node.module or target == package:
+                # transformers only follows `from .name import ...`: `from . import name` would not be fetched, and
+                # the top-level package is not copied.
                 raise ImportError(
-                    f"{module_name} line {node.lineno}: `from {'.' * node.level} import ...` cannot be followed by "
-                    "transformers' remote-code loader; import from the module itself (`from .module import name`)."
+                    f"{module_name} line {node.lineno}: `from {'.' * node.level}{node.module or ''} import ...` "
+                    "cannot be followed by transformers' remote-code loader; import from the module that defines the "
+                    "name (`from .module import name`)."
                 )
             imports.append(_ModuleImport(node=node, target=target))
     return imports
@@ -92,8 +100,10 @@ def _package_imports(module_name: str, tree: ast.Module) -> list[_ModuleImport]:
 def collect_modules(entry_module: str = ENTRY_MODULE, entry_name: str = "generate") -> dict[str, str]:
     """The package modules that `entry_module` needs, transitively: `{absolute name: flat name}`.
 
-    The entry module's flat name is `entry_name`; any other module's is its last dotted component. Flat names must
-    be unique, since all the modules land in one folder.
+    "Needs" means imported from the same top-level package, relatively or absolutely, anywhere in the module
+    (function-level imports included: transformers' loader fetches those too). The entry module's flat name is
+    `entry_name`; any other module's is its last dotted component. Flat names must be unique, since all the modules
+    land in one folder.
     """
     flat_names: dict[str, str] = {}
     pending = [entry_module]

@@ -78,9 +78,8 @@ def generate(
     Returns:
         What `generate` returns: the token ids, or a `JetSpecGenerateOutput` with `return_dict_in_generate=True`.
     """
-    hub_kwargs = {name: kwargs.pop(name) for name in HUB_KWARGS if kwargs.get(name) is not None}
-    for name in HUB_KWARGS:
-        kwargs.pop(name, None)
+    hub_kwargs = {name: kwargs.pop(name) for name in HUB_KWARGS if name in kwargs}
+    hub_kwargs = {name: value for name, value in hub_kwargs.items() if value is not None}
     if assistant_model is not None:
         raise ValueError(
             "This custom_generate function drafts with the repository's JetSpec head; do not pass `assistant_model` "

@@ -196,7 +196,14 @@ def test_cli_push(tmp_path, trained_folder, monkeypatch):
 
 def test_cli_card_for_a_plain_model(tmp_path, target):
     target.save_pretrained(tmp_path / "target")
+    # The record the bundled-LM training script leaves beside the weights.
+    summary = {"name": "target", "steps": 300, "batch_size": 16, "seq_len": 256, "lr": 0.001, "seed": 0,
+               "train_tokens": 1228800, "epochs": 2.5, "final_train_loss": 2.1, "heldout_loss": 2.4}
+    (tmp_path / "target" / "training_summary.json").write_text(json.dumps(summary))
     assert main(["--folder", str(tmp_path / "target"), "--role", "bundled target", "--tag", "jetspec-bundled"]) == 0
     card = ModelCard.load(tmp_path / "target" / "README.md")
     assert card.data.tags == ["qwen3", "jetspec-bundled"] and "**Role:** bundled target" in card.text
+    for row in ("| optimizer steps | 300 |", "| sequences per step | 16 |", "| peak learning rate | 0.001 |",
+                "| max sequence length | 256 |", "| held-out loss | 2.4 |", "| epochs | 2.5 |"):
+        assert row in card.text
     assert not (tmp_path / "target" / "custom_generate").exists()
