@@ -189,6 +189,22 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with an error naming the repo, revision and cache when a repo id is
+        neither cached nor reachable (transformers' own offline message names none of them)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except OSError as error:
+            from .hub.resolution import unresolved_repo_error  # jetspec_hf.hub imports this module
+
+            clearer = unresolved_repo_error(
+                pretrained_model_name_or_path, error, revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir")
+            )
+            if clearer is None:
+                raise
+            raise clearer from error
+
     @property
     def generation_config(self):
         # Stock assisted decoding reads this first; a JetSpec head cannot serve it (it drafts a tree and needs the

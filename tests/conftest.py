@@ -6,8 +6,8 @@ import torch
 
 # Test helpers (tiny_models.py, bundled.py) live beside this file.
 sys.path.insert(0, os.path.dirname(__file__))
-# Two threads at most: CI machines have two cores, and the tiny models gain nothing from more.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the models here are tiny, and idle OpenMP workers of a second thread fight for the two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ short note instead of failing, since a card is often rendered before every numbe
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,12 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..configuration_jetspec import JetSpecConfig
 
-# Templates live at the top of the source tree (`hub_cards/`), next to the package.
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "hub_cards"
+# Templates live at the top of the source tree (`hub_cards/`), next to the package; a wheel install puts them
+# under `<prefix>/share/jetspec_hf/hub_cards` (pyproject's data-files).
+TEMPLATE_DIRS = (
+    Path(__file__).resolve().parents[2] / "hub_cards",
+    Path(sys.prefix) / "share" / "jetspec_hf" / "hub_cards",
+)
 HEAD_TEMPLATE = "draft_head.md.j2"
 CAUSAL_LM_TEMPLATE = "causal_lm.md.j2"
 
@@ -35,13 +40,13 @@ MISSING = "–"
 
 def template_path(name: str) -> Path:
     """Path of a card template in `hub_cards/`; a clear error when the source tree is not at hand."""
-    path = TEMPLATES_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Model-card template {name!r} not found in {TEMPLATES_DIR}. The templates ship with the jetspec_hf "
-            "source tree (`hub_cards/`); pass `template_path=` to use another copy."
-        )
-    return path
+    for folder in TEMPLATE_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"Model-card template {name!r} not found in {', '.join(map(str, TEMPLATE_DIRS))}. The templates ship with "
+        "jetspec_hf (`hub_cards/`); pass `template_path=` to use another copy."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- formatting

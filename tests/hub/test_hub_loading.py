@@ -166,11 +166,6 @@ def test_other_errors_keep_their_own_message(tmp_path, head, offline, away_from_
     assert unresolved_repo_error("jetspec-test/not-cached", error, cache_dir=tmp_path) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs JetSpecDraftModel.from_pretrained to re-raise through jetspec_hf.hub.unresolved_repo_error "
-           "(modeling_jetspec.py); remove this mark once it does",
-)
 def test_from_pretrained_error_names_the_repo(tmp_path, offline, away_from_folders):
     error = _unresolved(JetSpecDraftModel.from_pretrained, "jetspec-test/not-cached", cache_dir=tmp_path / "cache")
     assert "'jetspec-test/not-cached'" in str(error) and "HF_HUB_OFFLINE=1" in str(error)
