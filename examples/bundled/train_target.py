@@ -233,8 +233,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate")
     args = parser.parse_args(argv)
-    train_lm(TARGET_CONFIG, args.out, args.steps, name="target")
+    train_lm(TARGET_CONFIG, args.out, args.steps, lr=args.lr, name="target")
 
 
 if __name__ == "__main__":
