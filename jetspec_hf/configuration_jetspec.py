@@ -45,8 +45,9 @@ class JetSpecConfig(Qwen3Config):
             `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one).
         tree_budget (`int`, defaults to 64):
             Default number of tree nodes (root included) verified per round.
-        tree_width (`int`, defaults to 4):
-            Default number of children attached when a tree node is expanded.
+        tree_width (`int`, defaults to 8):
+            Default number of children attached when a tree node is expanded. On the bundled pair, 8 beats 4 from
+            a budget of 64 nodes up (τ 2.97 vs 2.75 at 64, 3.35 vs 2.91 at 128), and 4 wins below.
         tree_depth (`int`, *optional*):
             Default maximum tree depth; `None` means `block_size - 1`.
 
@@ -67,7 +68,7 @@ class JetSpecConfig(Qwen3Config):
     num_target_layers: int | None = None
     dflash_config: dict | None = None
     tree_budget: int = 64
-    tree_width: int = 4
+    tree_width: int = 8
     tree_depth: int | None = None
 
     def __post_init__(self, **kwargs):

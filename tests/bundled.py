@@ -1,0 +1,35 @@
+"""The bundled trained pair (examples/models): the stand-in for a real Qwen3 target and its released heads."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import jetspec_hf
+from jetspec_hf import JetSpecDraftModel
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MODELS = EXAMPLES / "models"
+
+
+@lru_cache(maxsize=None)
+def bundled_target():
+    """The bundled Qwen3 target in fp32, enabled for tree decoding, and its tokenizer."""
+    target = AutoModelForCausalLM.from_pretrained(MODELS / "target", dtype=torch.float32).eval()
+    return jetspec_hf.enable(target), AutoTokenizer.from_pretrained(MODELS / "target")
+
+
+@lru_cache(maxsize=None)
+def bundled_head(name: str = "jetspec_head") -> JetSpecDraftModel:
+    """`jetspec_head` (causal) or `dflash_head` (bidirectional), in fp32."""
+    return JetSpecDraftModel.from_pretrained(MODELS / name, dtype=torch.float32).eval()
+
+
+def heldout_prompts(count: int) -> list[str]:
+    """The first `count` held-out prompts (beginnings of standard-library files neither model trained on)."""
+    lines = (EXAMPLES / "data" / "heldout_prompts.jsonl").read_text().splitlines()
+    return [json.loads(line)["prompt"] for line in lines[:count]]
