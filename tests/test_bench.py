@@ -197,3 +197,17 @@ def test_chat_template_wraps_each_prompt_as_a_user_turn():
     assert tokenizer.decode(wrapped[0]) == "<abc>=="
     (plain,) = encode_prompts(tokenizer, ["abc"], chat_template=False, device="cpu")
     assert tokenizer.decode(plain[0]) == "abc"
+
+
+def test_without_target_the_bundled_pair_and_prompts_are_the_defaults():
+    from jetspec_hf.bench.loading import BUNDLED, BUNDLED_PROMPTS
+    from jetspec_hf.bench.options import parse_args
+
+    if not (BUNDLED["target"].exists() and BUNDLED["head"].exists()):
+        pytest.skip("bundled models not built")
+    args = parse_args([])
+    assert (args.target, args.head) == (str(BUNDLED["target"]), str(BUNDLED["head"]))
+    assert args.dataset == str(BUNDLED_PROMPTS) and args.budgets == [8, 16, 32, 64, 128]
+    # An explicit target is never paired with the bundled head by accident.
+    with pytest.raises(SystemExit):
+        parse_args(["--target", str(BUNDLED["target"])])

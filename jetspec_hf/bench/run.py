@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from .loading import DTYPES, describe_environment, load_models
+from .loading import DTYPES, REPO_ROOT, describe_environment, load_models
 from .measure import MethodResult, profile_method, run_method
 from .methods import MethodSettings, build_methods
 from .options import parse_args
@@ -23,6 +23,17 @@ REPORT_NAME = "benchmark"
 def _log(message: str) -> None:
     # Progress notes go to stderr so that stdout carries only the Markdown report.
     print(message, file=sys.stderr, flush=True)
+
+
+def _display_path(path: str | None) -> str | None:
+    """Paths inside the repository are reported relative to it, so that a committed report names the bundled
+    models the same way on every checkout."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO_ROOT):
+        return str(resolved.relative_to(REPO_ROOT))
+    return path
 
 
 def _summary_line(result: MethodResult) -> str:
@@ -89,12 +100,12 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
 
     report = {
         "environment": describe_environment(args.device, args.dtype),
-        "target": args.target,
-        "head": args.head,
-        "dflash_head": args.dflash_head,
-        "draft_lm": args.draft_lm,
+        "target": _display_path(args.target),
+        "head": _display_path(args.head),
+        "dflash_head": _display_path(args.dflash_head),
+        "draft_lm": _display_path(args.draft_lm),
         "prompts": {
-            "source": args.dataset,
+            "source": _display_path(args.dataset),
             "samples": len(prompts),
             "max_new_tokens": args.max_new_tokens,
             "chat_template": args.chat_template,
