@@ -52,6 +52,7 @@ class Mismatch:
     got: int | None
 
     def describe(self) -> str:
+        """One line for the console."""
         return f"prompt {self.prompt}, new token {self.position}: plain gave {self.expected}, method gave {self.got}"
 
 
@@ -82,6 +83,7 @@ class MethodResult:
 
     @property
     def tokens_per_second(self) -> float | None:
+        """Generated tokens over the summed generate-call time."""
         return self.new_tokens / self.seconds if self.seconds > 0 and self.skipped_reason is None else None
 
     @property
@@ -93,6 +95,7 @@ class MethodResult:
 
     @property
     def matches_plain(self) -> bool | None:
+        """Whether every prompt's output equals plain greedy output; `None` for a skipped method."""
         return None if self.skipped_reason is not None else not self.mismatches
 
 

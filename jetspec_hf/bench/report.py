@@ -117,6 +117,7 @@ def breakdown_table(breakdown: dict) -> str:
 
 
 def write_json(report: dict, path: Path) -> None:
+    """Write `report` as indented UTF-8 JSON, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
