@@ -23,7 +23,6 @@ class HeadDrafter:
         self.lm_head = lm_head
         self.block_size = head.config.block_size
         self.cache = DynamicCache(config=head.config)
-        self.context_length = 0
         self._pending: list[torch.Tensor] = []
         self._mask_ids: torch.Tensor | None = None
         self._head_dtype = next(head.parameters()).dtype
@@ -36,27 +35,19 @@ class HeadDrafter:
     @torch.no_grad()
     def draft(self, anchor: torch.Tensor, depth: int) -> torch.Tensor:
         """Per-depth logits `(depth, V)` for the block that starts at `anchor` (a `(1, 1)` token id tensor)."""
-        device = anchor.device
         if self._mask_ids is None:
             self._mask_ids = torch.full(
-                (1, self.block_size - 1), self.head.config.mask_token_id, dtype=anchor.dtype, device=device
+                (1, self.block_size - 1), self.head.config.mask_token_id, dtype=anchor.dtype, device=anchor.device
             )
         new_context = torch.cat(self._pending, dim=1).to(self._head_dtype) if self._pending else None
         self._pending = []
-        new_rows = 0 if new_context is None else new_context.shape[1]
 
         block_embeds = self.input_embeddings(torch.cat([anchor, self._mask_ids], dim=1)).to(self._head_dtype)
-        # Context rows sit at positions 0..T-1 and the block (anchor first) at T..T+B-1.
-        position_ids = torch.arange(
-            self.context_length, self.context_length + new_rows + self.block_size, device=device
-        ).unsqueeze(0)
+        # No position_ids: the head continues after its cache, so the committed context sits at 0..T-1 and the
+        # block (anchor first) at T..T+B-1.
         hidden = self.head(
-            noise_embeds=block_embeds,
-            context_hidden_states=new_context,
-            position_ids=position_ids,
-            cache=self.cache,
+            noise_embeds=block_embeds, context_hidden_states=new_context, cache=self.cache
         ).last_hidden_state
-        self.context_length += new_rows
         self.cache.crop(-self.block_size)
         depth_hidden = hidden[0, 1 : depth + 1].to(self.lm_head.weight.dtype)
         return self.lm_head(depth_hidden)
