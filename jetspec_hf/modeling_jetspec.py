@@ -194,7 +194,7 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         """`PreTrainedModel.from_pretrained`, with an error naming the repo, revision and cache when a repo id is
         neither cached nor reachable (transformers' own offline message names none of them)."""
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except OSError as error:
             from .hub.resolution import unresolved_repo_error  # jetspec_hf.hub imports this module
 
@@ -204,6 +204,10 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
             if clearer is None:
                 raise
             raise clearer from error
+        # Whether the caller chose the dtype: tree decoding says so when an unchosen dtype differs from the target's.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with `output_loading_info=True`
+        model._requested_dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        return loaded
 
     @property
     def generation_config(self):

@@ -119,7 +119,7 @@ def _tree_methods(target, head, label: str, kind_prefix: str, settings: MethodSe
     methods = []
     if "chain" in groups:
         # A chain is the tree path with one child per node: depth + 1 nodes, root included.
-        depth = resolve_tree_settings(head, tree_depth=settings.tree_depth).depth
+        depth = resolve_tree_settings(head, {"tree_depth": settings.tree_depth}).depth
         methods.append(
             Method(
                 name=f"{label} chain",

@@ -1,16 +1,19 @@
 """Tree speculative decoding: draft → tree → verify → accept → cache update."""
 
 from .integration import enable, generate_with_draft_head, is_enabled
+from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler
-from .tree import DraftTree, build_tree
+from .tree import DraftTree, build_tree, depth_candidates
 from .tree_decoding import tree_decoding
 
 __all__ = [
     "DraftTree",
     "JetSpecGenerateOutput",
+    "PromptLookup",
     "RoundProfiler",
     "build_tree",
+    "depth_candidates",
     "enable",
     "generate_with_draft_head",
     "is_enabled",

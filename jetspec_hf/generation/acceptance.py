@@ -1,4 +1,4 @@
-"""Acceptance: walking the verified tree and choosing the tokens to commit (DESIGN §4).
+"""Acceptance: walking the verified tree and choosing the tokens to commit.
 
 At each node of the walk the target's own next token `y` is chosen exactly as plain decoding would choose it
 (argmax, or a sample of the processed distribution, with the logits processors seeing that node's own prefix);
@@ -48,7 +48,7 @@ def walk_tree(
     keep_scores: bool = False,
     keep_logits: bool = False,
 ) -> TreeWalk:
-    """Walk `tree` from the root using the target's `node_logits` `(N, V)` (float32).
+    """Walk `tree` from the root using the target's `node_logits` `(N, V)`.
 
     `committed_ids` `(1, L)` ends with the root (anchor) token; the prefix seen by processors at a node is
     `committed_ids` followed by the path to that node.
@@ -57,7 +57,9 @@ def walk_tree(
     if len(logits_processor) == 0 and not keep_scores:
         # Nothing depends on the prefix: choose at every node at once and walk on the host (one sync). Each node's
         # choice is independent, and the walk only reads the nodes it visits, so this equals the sequential walk.
-        chosen = _choose(node_logits, do_sample).tolist()
+        # Greedy reads the raw logits (their argmax is that of their float32 copy); sampling needs float32, as plain
+        # decoding's softmax does.
+        chosen = _choose(node_logits.float() if do_sample else node_logits, do_sample).tolist()
         path, tokens = [0], []
         while True:
             token = chosen[path[-1]]
@@ -68,14 +70,14 @@ def walk_tree(
             path.append(child)
         walk = TreeWalk(path=path, tokens=tokens)
         if keep_logits:
-            walk.logits = [node_logits[node : node + 1] for node in path]
+            walk.logits = [node_logits[node : node + 1].float() for node in path]
         return walk
 
     path, tokens, scores_kept, logits_kept = [0], [], [], []
     prefix = committed_ids
     while True:
         node = path[-1]
-        raw = node_logits[node : node + 1]
+        raw = node_logits[node : node + 1].float()
         scores = logits_processor(prefix, raw.clone()) if len(logits_processor) else raw
         token_tensor = _choose(scores, do_sample)
         token = int(token_tensor.item())

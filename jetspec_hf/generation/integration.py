@@ -2,29 +2,85 @@
 
 transformers' assisted decoding verifies a straight chain only and picks its candidate generator from a fixed
 list, so a tree needs its own loop. `enable(target)` installs a per-instance `generate` (as transformers itself
-does for repos that ship `custom_generate/`): a call whose `assistant_model` is a JetSpec head goes through
-`GenerationMixin.generate(custom_generate=tree_decoding)`, so that inputs, cache, logits processors, stopping
-criteria and length limits are prepared exactly as for plain decoding; every other call is the stock one.
+does for repos that ship `custom_generate/`): a call whose `assistant_model` is a JetSpec head is checked in full,
+then runs `GenerationMixin.generate(custom_generate=tree_decoding)`, so that inputs, cache, logits processors,
+stopping criteria and length limits are prepared exactly as for plain decoding; every other call is the stock one.
+
+The per-instance `generate` is a small object holding a weak reference to its model (no reference cycle, so `del
+target` frees it at once) that deep-copies onto the copy and pickles with the model.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
+import weakref
 
-from transformers import GenerationMixin, PreTrainedModel, StoppingCriteriaList
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .capture import has_capture_hooks, install_capture_hooks
+from .options import GenerateOptions, check_generation_options
 from .tree_decoding import tree_decoding
-from .validation import check_head_fits_target, check_target_supported, resolve_tree_settings
+from .validation import (
+    TREE_SETTING_NAMES,
+    check_head_fits_target,
+    check_target_supported,
+    resolve_tree_settings,
+    warn_on_head_placement,
+)
 
-_ENABLED_FLAG = "_jetspec_tree_decoding_enabled"
+# Generation settings this package consumes itself instead of handing them to `GenerationMixin.generate`.
+_CONSUMED_SETTINGS = (*TREE_SETTING_NAMES, "prompt_lookup_num_tokens", "stop_strings")
+
+
+class TreeRoutingGenerate:
+    """The `generate` that `enable` installs on one target instance.
+
+    A call with a JetSpec `assistant_model` runs tree decoding; any other call is the model's own `generate`.
+    """
+
+    def __init__(self, model: PreTrainedModel):
+        self._model = weakref.ref(model)
+
+    @property
+    def model(self) -> PreTrainedModel:
+        model = self._model()
+        if model is None:
+            raise ReferenceError("The model this `generate` belongs to no longer exists.")
+        return model
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        # Introspection (pipelines, IDEs) sees the stock signature.
+        return inspect.signature(type(self.model).generate.__get__(self.model))
+
+    @property
+    def __doc__(self) -> str | None:  # noqa: D105 - mirrors the stock docstring
+        return type(self.model).generate.__doc__
+
+    def __call__(self, *args, assistant_model=None, **kwargs):
+        model = self.model
+        if isinstance(assistant_model, JetSpecDraftModel):
+            return generate_with_draft_head(model, *args, draft_head=assistant_model, **kwargs)
+        return type(model).generate(model, *args, assistant_model=assistant_model, **kwargs)
+
+    def __deepcopy__(self, memo):
+        # Deep-copying the model copies this object as part of the model's __dict__: bind to the copy, which
+        # `deepcopy` has already registered in `memo`.
+        return TreeRoutingGenerate(memo.get(id(self.model), self.model))
+
+    def __reduce__(self):
+        return (TreeRoutingGenerate, (self.model,))
 
 
 def enable(target: PreTrainedModel) -> PreTrainedModel:
     """Let `target.generate(..., assistant_model=head)` run JetSpec tree decoding when `head` is a JetSpec head.
 
-    Call once per target instance; calling again is harmless. Other `generate` calls are left untouched.
+    Call once per target instance; calling again is harmless. Other `generate` calls are left untouched. The
+    target keeps deep-copying, pickling and being freed like any model: a copy is enabled and bound to itself.
 
     Args:
         target: a `Qwen3ForCausalLM` or `Qwen3MoeForCausalLM` with `sdpa` or `eager` attention.
@@ -33,24 +89,18 @@ def enable(target: PreTrainedModel) -> PreTrainedModel:
         The same `target`, for chaining.
     """
     check_target_supported(target)
-    if getattr(target, _ENABLED_FLAG, False):
-        return target
-    stock_generate = target.generate
-
-    @functools.wraps(stock_generate)
-    def generate(*args, assistant_model=None, **kwargs):
-        if isinstance(assistant_model, JetSpecDraftModel):
-            return generate_with_draft_head(target, *args, draft_head=assistant_model, **kwargs)
-        return stock_generate(*args, assistant_model=assistant_model, **kwargs)
-
-    target.generate = generate
-    setattr(target, _ENABLED_FLAG, True)
+    if not is_enabled(target):
+        target.generate = TreeRoutingGenerate(target)
+    install_capture_hooks(target.model.layers)
     return target
 
 
 def is_enabled(target: PreTrainedModel) -> bool:
-    """Whether `enable(target)` was called on this instance."""
-    return bool(getattr(target, _ENABLED_FLAG, False))
+    """Whether `enable(target)` was called on this instance (or on the model it was copied from)."""
+    router = target.__dict__.get("generate")
+    return isinstance(router, TreeRoutingGenerate) and router._model() is target and has_capture_hooks(
+        target.model.layers
+    )
 
 
 def generate_with_draft_head(
@@ -58,22 +108,26 @@ def generate_with_draft_head(
     inputs=None,
     *,
     draft_head: JetSpecDraftModel,
-    tree_budget: int | None = None,
-    tree_width: int | None = None,
-    tree_depth: int | None = None,
-    round_profiler=None,
-    streamer=None,
+    generation_config: GenerationConfig | None = None,
     stopping_criteria: StoppingCriteriaList | None = None,
-    stop_strings: str | list[str] | None = None,
+    streamer=None,
     tokenizer=None,
+    round_profiler=None,
     **kwargs,
 ):
     """`target.generate(inputs, **kwargs)` with JetSpec tree decoding; see `enable` for the usual entry point.
 
+    Every argument is checked before anything runs or streams. Tree settings resolve like any generation
+    argument: call kwargs, then the passed `generation_config`, then `target.generation_config`, then the head's
+    defaults.
+
     Args:
-        tree_budget: nodes per round's tree, root included (default: the head config's `tree_budget`).
-        tree_width: children attached per expanded node (default: the head config's `tree_width`).
-        tree_depth: maximum tree depth, 1..block_size-1 (default: the head config's `tree_depth`, else B-1).
+        tree_budget: nodes verified per round, root included.
+        tree_width: at most this many head-ranked children per tree node.
+        tree_depth: maximum tree depth, 1..block_size-1.
+        tree_expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (the published reference's
+            rule: the best frontier node's top-`tree_width` children at once).
+        prompt_lookup_num_tokens: adds a prompt-lookup branch of this many tokens to every tree.
         round_profiler: a `RoundProfiler` that accumulates per-stage wall time.
         Everything else means what it means for `GenerationMixin.generate`.
     """
@@ -81,33 +135,70 @@ def generate_with_draft_head(
         raise ValueError("`custom_generate` cannot be combined with a JetSpec `assistant_model`.")
     check_target_supported(target)
     check_head_fits_target(draft_head, target)
-    tree_settings = resolve_tree_settings(draft_head, tree_budget, tree_width, tree_depth)
+    setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}
+    options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
+    check_generation_options(options, inputs, kwargs)
+    tree_settings = resolve_tree_settings(draft_head, setting_kwargs, generation_config, target.generation_config)
+    warn_on_head_placement(draft_head, target)
+    stopping_criteria = _with_stop_strings(stopping_criteria, options.value("stop_strings"), tokenizer)
 
-    # A custom decoding callable does not receive the tokenizer, so the stop-string criterion is built here.
-    if stop_strings is None:
-        stop_strings = (kwargs.get("generation_config") or target.generation_config).stop_strings
-    stopping_criteria = StoppingCriteriaList(stopping_criteria or [])
-    if stop_strings:
-        if tokenizer is None:
-            raise ValueError("`stop_strings` needs the tokenizer: pass `tokenizer=` to `generate`.")
-        stopping_criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+    # The call's generation arguments go into one config (as `generate` would merge them), minus what this
+    # package consumes; what is left in `kwargs` are model inputs (attention_mask, cache, ...).
+    config = copy.deepcopy(generation_config if generation_config is not None else target.generation_config)
+    model_kwargs = config.update(**kwargs)
+    for name in _CONSUMED_SETTINGS:
+        if name in config.__dict__:
+            setattr(config, name, None)
 
+    guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(
         tree_decoding,
         draft_head=draft_head,
         tree_settings=tree_settings,
-        streamer=streamer,
+        streamer=guarded_streamer,
         round_profiler=round_profiler,
     )
-    return GenerationMixin.generate(
-        target,
-        inputs,
-        stopping_criteria=stopping_criteria,
-        streamer=streamer,
-        custom_generate=decode,
-        stop_strings=None,
-        **kwargs,
-    )
+    try:
+        return GenerationMixin.generate(
+            target,
+            inputs,
+            generation_config=config,
+            stopping_criteria=stopping_criteria,
+            streamer=guarded_streamer,
+            custom_generate=decode,
+            **model_kwargs,
+        )
+    except BaseException:
+        # Whatever failed after the prompt was streamed, a consumer waiting on the streamer must not hang.
+        if guarded_streamer is not None:
+            guarded_streamer.end()
+        raise
 
 
-__all__ = ["enable", "generate_with_draft_head", "is_enabled"]
+def _with_stop_strings(stopping_criteria, stop_strings, tokenizer) -> StoppingCriteriaList:
+    # A custom decoding callable does not receive the tokenizer, so the stop-string criterion is built here.
+    criteria = StoppingCriteriaList(stopping_criteria or [])
+    if stop_strings:
+        if tokenizer is None:
+            raise ValueError("`stop_strings` needs the tokenizer: pass `tokenizer=` to `generate`.")
+        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+    return criteria
+
+
+class _EndOnce:
+    """Forwards to a streamer and makes `end()` idempotent, so that it is called exactly once."""
+
+    def __init__(self, streamer):
+        self.streamer = streamer
+        self.ended = False
+
+    def put(self, value) -> None:
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.streamer.end()
+
+
+__all__ = ["TreeRoutingGenerate", "enable", "generate_with_draft_head", "is_enabled"]

@@ -1,11 +1,29 @@
-"""Growing a token tree from the head's per-depth logits (DESIGN §3)."""
+"""Growing a token tree from the head's per-depth scores under a node budget.
+
+The head scores every depth with one marginal distribution (it never sees the branch), so under its model the
+chance that the target accepts a node is the product of the probabilities along the node's path, and the expected
+number of accepted draft tokens of a tree is the sum of its nodes' path probabilities. Path probabilities never
+rise with depth, so the `budget` nodes with the highest path probability form a connected tree, and that tree
+maximises the expectation. `build_tree` picks exactly those nodes one at a time (node-level best-first); the first
+N nodes it picks are the best N-node tree for every N, so trees of different budgets are nested.
+
+`expansion="fanout"` keeps the published reference's rule instead: pop the best frontier node and attach all of
+its top-`width` children at once. It spends budget on unlikely siblings and stays selectable as a baseline.
+
+An extra branch (a prompt-lookup chain copied from the history, see `lookup.py`) joins the same heap: its nodes
+are scored on the same log-probability scale and compete for the same budget, and a node whose token equals an
+existing child of the same parent is shared instead of duplicated.
+"""
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+TREE_EXPANSIONS = ("node", "fanout")
 
 
 @dataclass
@@ -21,74 +39,217 @@ class DraftTree:
     tokens: list[int]
     parents: list[int]
     depths: list[int]
+    _children: list[dict[int, int]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @classmethod
+    def root_only(cls, root_token: int) -> DraftTree:
+        """The one-node tree: verifying it is one step of plain decoding."""
+        return cls(tokens=[root_token], parents=[-1], depths=[0], _children=[{}])
+
     def children(self) -> list[dict[int, int]]:
         """For every node, a map from a child's token to that child's index."""
-        children: list[dict[int, int]] = [{} for _ in self.tokens]
-        for node in range(1, len(self.tokens)):
-            children[self.parents[node]][self.tokens[node]] = node
-        return children
+        if self._children is None:
+            children: list[dict[int, int]] = [{} for _ in self.tokens]
+            for node in range(1, len(self.tokens)):
+                children[self.parents[node]][self.tokens[node]] = node
+            self._children = children
+        return self._children
 
-    def ancestor_matrix(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Bool `(N, N)`: entry `[n, m]` is True when `m` is `n` itself or one of its ancestors."""
+    def ancestor_matrix(self) -> np.ndarray:
+        """Bool `(N, N)` on the host: entry `[n, m]` is True when `m` is `n` itself or one of its ancestors."""
         size = len(self.tokens)
-        visible = torch.zeros(size, size, dtype=torch.bool)
+        visible = np.zeros((size, size), dtype=bool)
         visible[0, 0] = True
         # Parents precede children, so each row is its parent's row plus the diagonal.
         for node in range(1, size):
             visible[node] = visible[self.parents[node]]
             visible[node, node] = True
-        return visible.to(device)
+        return visible
+
+
+@dataclass
+class DepthCandidates:
+    """The head's best tokens per depth, on the host.
+
+    Attributes:
+        log_probs: `log_probs[d - 1][r]` is the log-probability of the rank-`r` token at depth `d`.
+        tokens: `tokens[d - 1][r]` is that token.
+        branch_log_probs: log-probability the head gives to each token of an extra branch at that token's depth
+            (`branch_log_probs[i]` for the branch token at depth `i + 1`); empty without a branch.
+    """
+
+    log_probs: list[list[float]]
+    tokens: list[list[int]]
+    branch_log_probs: list[float] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        return len(self.tokens)
+
+
+def depth_candidates(depth_logits: torch.Tensor, width: int, branch_tokens: list[int] | None = None) -> DepthCandidates:
+    """Top-`width` tokens of each depth's distribution (and the log-probabilities of an extra branch's tokens),
+    read back to the host in one transfer.
+
+    Args:
+        depth_logits: `(D, V)` head logits; row `d - 1` scores the token at depth `d`.
+        width: how many ranked tokens per depth the tree may use.
+        branch_tokens: an extra chain of tokens starting at depth 1 (at most `D` of them are scored).
+    """
+    width = min(width, depth_logits.shape[-1])
+    log_probs = torch.log_softmax(depth_logits.float(), dim=-1)
+    top_log_probs, top_tokens = log_probs.topk(width, dim=-1)
+    parts = [top_log_probs.flatten(), top_tokens.flatten().to(top_log_probs.dtype)]
+    branch = list(branch_tokens or [])[: depth_logits.shape[0]]
+    if branch:
+        rows = torch.arange(len(branch), device=log_probs.device)
+        parts.append(log_probs[rows, torch.tensor(branch, device=log_probs.device)])
+    # float32 holds token ids exactly up to 2**24, far above any vocabulary.
+    flat = torch.cat(parts).tolist()
+    depth, size = depth_logits.shape[0], depth_logits.shape[0] * width
+    return DepthCandidates(
+        log_probs=[flat[d * width : (d + 1) * width] for d in range(depth)],
+        tokens=[[int(token) for token in flat[size + d * width : size + (d + 1) * width]] for d in range(depth)],
+        branch_log_probs=flat[2 * size :],
+    )
+
+
+@dataclass(frozen=True)
+class ExtraBranch:
+    """A chain of tokens to graft under the root (e.g. a prompt-lookup continuation).
+
+    Attributes:
+        tokens: the chain, first token at depth 1.
+        log_prior: estimated log-probability that the target accepts one more token of the chain, given that it
+            accepted the previous ones; the chain node at depth `d` scores at least `d * log_prior`.
+    """
+
+    tokens: list[int]
+    log_prior: float
+
+
+# Heap entries: (negated score, tie-break counter, kind, parent node, rank or branch index).
+_HEAD, _BRANCH = 0, 1
 
 
 def build_tree(
     root_token: int,
-    depth_logits: torch.Tensor,
+    candidates: DepthCandidates,
     budget: int,
     width: int,
     max_depth: int | None = None,
+    expansion: str = "node",
+    branch: ExtraBranch | None = None,
 ) -> DraftTree:
-    """Best-first expansion by cumulative log-probability under a node budget.
+    """The draft tree of at most `budget` nodes (root included) for one round.
 
     Args:
         root_token: the anchor, i.e. the last committed token.
-        depth_logits: `(D, V)` head logits; row `d - 1` scores the token at depth `d`.
+        candidates: the head's ranked tokens per depth (`depth_candidates`).
         budget: the most nodes the tree may hold, root included (`>= 1`).
-        width: children attached when a node is expanded (its depth's top-`width` tokens).
-        max_depth: deepest level allowed; defaults to `D`.
-
-    Repeatedly the frontier node with the highest cumulative log-probability is expanded; its children are attached
-    best first, so a budget that runs out mid-expansion keeps the most likely ones.
+        width: at most this many head-ranked children per node.
+        max_depth: deepest level allowed; defaults to the candidates' depth.
+        expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (best frontier node's top-`width`
+            children at once, the published reference's rule).
+        branch: an extra chain grafted under the root, merged with the head's nodes (`"node"` expansion only).
     """
     if budget < 1:
         raise ValueError(f"`tree_budget` must be >= 1, got {budget}.")
-    depth_limit = depth_logits.shape[0] if max_depth is None else min(max_depth, depth_logits.shape[0])
-    tree = DraftTree(tokens=[root_token], parents=[-1], depths=[0])
-    if budget == 1 or depth_limit < 1 or width < 1:
+    if expansion not in TREE_EXPANSIONS:
+        raise ValueError(f"`tree_expansion` must be one of {TREE_EXPANSIONS}, got {expansion!r}.")
+    depth_limit = candidates.depth if max_depth is None else min(max_depth, candidates.depth)
+    tree = DraftTree.root_only(root_token)
+    if budget == 1 or depth_limit < 1 or (width < 1 and branch is None):
         return tree
-
-    width = min(width, depth_logits.shape[-1])
-    log_probs = torch.log_softmax(depth_logits[:depth_limit].float(), dim=-1)
-    top_log_probs, top_tokens = log_probs.topk(width, dim=-1)
-    # One device->host copy per round: everything below is a small heap walk on the host.
-    top_log_probs, top_tokens = top_log_probs.tolist(), top_tokens.tolist()
-
-    frontier = [(-0.0, 0)]  # (negated cumulative log-prob, node index); heapq pops the smallest
-    while frontier and len(tree) < budget:
-        negated_score, node = heapq.heappop(frontier)
-        child_depth = tree.depths[node] + 1
-        for log_prob, token in zip(top_log_probs[child_depth - 1], top_tokens[child_depth - 1]):
-            if len(tree) >= budget:
-                break
-            tree.tokens.append(token)
-            tree.parents.append(node)
-            tree.depths.append(child_depth)
-            if child_depth < depth_limit:
-                heapq.heappush(frontier, (negated_score - log_prob, len(tree) - 1))
+    width = min(width, len(candidates.tokens[0]))
+    if expansion == "fanout":
+        if branch is not None:
+            raise ValueError("An extra branch (prompt lookup) needs `tree_expansion='node'`.")
+        _grow_by_fanout(tree, candidates, budget, width, depth_limit)
+    else:
+        _grow_by_node(tree, candidates, budget, width, depth_limit, branch)
     return tree
 
 
-__all__ = ["DraftTree", "build_tree"]
+def _add_node(tree: DraftTree, token: int, parent: int) -> int:
+    node = len(tree.tokens)
+    tree.tokens.append(token)
+    tree.parents.append(parent)
+    tree.depths.append(tree.depths[parent] + 1)
+    tree._children.append({})
+    tree._children[parent][token] = node
+    return node
+
+
+def _grow_by_node(
+    tree: DraftTree,
+    candidates: DepthCandidates,
+    budget: int,
+    width: int,
+    depth_limit: int,
+    branch: ExtraBranch | None,
+) -> None:
+    log_probs, tokens = candidates.log_probs, candidates.tokens
+    scores = [0.0]  # cumulative log-probability of each node
+    heap: list[tuple] = []
+    counter = 0
+
+    def push(score: float, kind: int, parent: int, index: int) -> None:
+        nonlocal counter
+        heapq.heappush(heap, (-score, counter, kind, parent, index))
+        counter += 1
+
+    def push_first_child(node: int) -> None:
+        depth = tree.depths[node]
+        if depth < depth_limit and width > 0:
+            push(scores[node] + log_probs[depth][0], _HEAD, node, 0)
+
+    def push_branch_child(node: int, index: int) -> None:
+        # The branch token at `index` sits at depth index + 1, under `node` (the previous branch node or the root).
+        if index < len(branch.tokens) and index < depth_limit:
+            head_score = scores[node] + candidates.branch_log_probs[index]
+            push(max(head_score, (index + 1) * branch.log_prior), _BRANCH, node, index)
+
+    push_first_child(0)
+    if branch is not None:
+        push_branch_child(0, 0)
+    while heap and len(tree.tokens) < budget:
+        negated_score, _, kind, parent, index = heapq.heappop(heap)
+        if kind == _HEAD:
+            token = tokens[tree.depths[parent]][index]
+            if index + 1 < width:
+                sibling_depth = tree.depths[parent]
+                push(scores[parent] + log_probs[sibling_depth][index + 1], _HEAD, parent, index + 1)
+        else:
+            token = branch.tokens[index]
+        existing = tree._children[parent].get(token)
+        if existing is not None:
+            # Both sources proposed this token under this parent: one shared node, reached by the branch too.
+            if kind == _BRANCH:
+                push_branch_child(existing, index + 1)
+            continue
+        node = _add_node(tree, token, parent)
+        scores.append(-negated_score)
+        push_first_child(node)
+        if kind == _BRANCH:
+            push_branch_child(node, index + 1)
+
+
+def _grow_by_fanout(tree: DraftTree, candidates: DepthCandidates, budget: int, width: int, depth_limit: int) -> None:
+    frontier = [(-0.0, 0)]  # (negated cumulative log-prob, node index); heapq pops the smallest
+    while frontier and len(tree.tokens) < budget:
+        negated_score, node = heapq.heappop(frontier)
+        child_depth = tree.depths[node] + 1
+        row_log_probs, row_tokens = candidates.log_probs[child_depth - 1], candidates.tokens[child_depth - 1]
+        for log_prob, token in zip(row_log_probs[:width], row_tokens[:width]):
+            if len(tree.tokens) >= budget:
+                break
+            child = _add_node(tree, token, node)
+            if child_depth < depth_limit:
+                heapq.heappush(frontier, (negated_score - log_prob, child))
+
+
+__all__ = ["DepthCandidates", "DraftTree", "ExtraBranch", "TREE_EXPANSIONS", "build_tree", "depth_candidates"]

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
+from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
+from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .tree import TREE_EXPANSIONS
+
+logger = logging.get_logger(__name__)
 
 SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM)
 # Verification needs an arbitrary 4D tree mask: flash-attention kernels only take padding masks, and flex
@@ -15,36 +19,67 @@ SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM)
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
+# Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
+TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion")
+
+
 @dataclass(frozen=True)
 class TreeSettings:
-    """Shape of each round's tree: node budget (root included), children per expansion, maximum depth."""
+    """Shape of each round's tree.
+
+    Attributes:
+        budget: nodes verified per round, root included (1 = plain decoding).
+        width: at most this many head-ranked children per node.
+        depth: deepest tree level.
+        expansion: `"node"` (best nodes one at a time) or `"fanout"` (the published reference's rule).
+        lookup_tokens: length of the prompt-lookup branch added to every tree (0 = none).
+    """
 
     budget: int
     width: int
     depth: int
+    expansion: str = "node"
+    lookup_tokens: int = 0
 
 
-def resolve_tree_settings(
-    head: JetSpecDraftModel,
-    tree_budget: int | None = None,
-    tree_width: int | None = None,
-    tree_depth: int | None = None,
-) -> TreeSettings:
-    """Fill unset values from the head's config and check their ranges."""
+def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
+    """Each tree setting from the first of `sources` that sets it, else the head's default; ranges checked.
+
+    `sources` are dicts (call kwargs) or objects with attributes (generation configs), highest priority first.
+    """
+
+    def first_set(name: str, default):
+        for source in sources:
+            value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+            if value is not None:
+                return value
+        return default
+
     config = head.config
-    budget = config.tree_budget if tree_budget is None else tree_budget
-    width = config.tree_width if tree_width is None else tree_width
-    depth = tree_depth if tree_depth is not None else (config.tree_depth or config.max_tree_depth)
+    budget = first_set("tree_budget", config.tree_budget)
+    width = first_set("tree_width", config.tree_width)
+    depth = first_set("tree_depth", config.tree_depth or config.max_tree_depth)
+    expansion = first_set("tree_expansion", "node")
+    lookup_tokens = first_set("prompt_lookup_num_tokens", 0)
     if not isinstance(budget, int) or budget < 1:
         raise ValueError(f"`tree_budget` must be an integer >= 1 (nodes per round, root included), got {budget!r}.")
     if not isinstance(width, int) or width < 1:
-        raise ValueError(f"`tree_width` must be an integer >= 1 (children per expanded node), got {width!r}.")
+        raise ValueError(f"`tree_width` must be an integer >= 1 (children per tree node), got {width!r}.")
     if not isinstance(depth, int) or not 1 <= depth <= config.max_tree_depth:
         raise ValueError(
             f"`tree_depth` must be an integer in 1..{config.max_tree_depth} (this head's block_size - 1 = "
             f"{config.block_size} - 1), got {depth!r}."
         )
-    return TreeSettings(budget=budget, width=width, depth=depth)
+    if expansion not in TREE_EXPANSIONS:
+        raise ValueError(f"`tree_expansion` must be one of {TREE_EXPANSIONS}, got {expansion!r}.")
+    if not isinstance(lookup_tokens, int) or lookup_tokens < 0:
+        raise ValueError(f"`prompt_lookup_num_tokens` must be an integer >= 1, got {lookup_tokens!r}.")
+    if lookup_tokens and expansion != "node":
+        raise ValueError(
+            "`prompt_lookup_num_tokens` adds a lookup branch to node-level trees only; it cannot be combined with "
+            "`tree_expansion='fanout'`."
+        )
+    return TreeSettings(budget=budget, width=width, depth=depth, expansion=expansion, lookup_tokens=lookup_tokens)
 
 
 def check_target_supported(target: PreTrainedModel) -> None:
@@ -119,35 +154,37 @@ def check_head_fits_target(head: JetSpecDraftModel, target: PreTrainedModel) -> 
         )
 
 
-def check_generation_call(
-    target: PreTrainedModel, input_ids: torch.Tensor, generation_config: GenerationConfig, model_kwargs: dict
-) -> None:
-    """Arguments of a `generate` call that tree decoding cannot honour."""
-    if input_ids.shape[1] == 0:
-        raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids`), got none.")
-    if generation_config.num_beams != 1:
-        raise ValueError(
-            f"Beam search (num_beams={generation_config.num_beams}) is not supported with a JetSpec draft head; "
-            "use num_beams=1."
+def warn_on_head_placement(head: JetSpecDraftModel, target: PreTrainedModel) -> None:
+    """Say once per (head, target) pair when the head runs in another dtype or on another device than the target.
+
+    transformers loads a model in its config's dtype when `dtype` is not given, and head configs say bfloat16: next
+    to a float32 target on a CPU the head then runs in bfloat16, measured ~20% slower on the bundled pair, and the
+    opposite mismatch wastes memory and time on a GPU. A dtype the user asked for (`dtype=` at loading, or a later
+    `.to(...)`) is kept without a word.
+    """
+    warned = head.__dict__.setdefault("_jetspec_placement_warned", set())
+    if id(target) in warned:
+        return
+    head_parameter = next(head.parameters())
+    target_weight = target.get_input_embeddings().weight
+    messages = []
+    config_dtype = head.config.dtype
+    if isinstance(config_dtype, str):
+        config_dtype = getattr(torch, config_dtype, None)
+    dtype_was_chosen = getattr(head, "_requested_dtype", None) is not None or head_parameter.dtype != config_dtype
+    if head_parameter.dtype != target_weight.dtype and not dtype_was_chosen:
+        messages.append(
+            f"the draft head runs in {head_parameter.dtype} (its config's default) but the target in "
+            f"{target_weight.dtype}; load it with `JetSpecDraftModel.from_pretrained(..., dtype=target.dtype)`"
         )
-    if generation_config.num_return_sequences != 1:
-        raise ValueError(
-            f"num_return_sequences={generation_config.num_return_sequences} is not supported with a JetSpec draft "
-            "head; call generate once per sequence."
+    if target_weight.device.type != "meta" and head_parameter.device != target_weight.device:
+        messages.append(
+            f"the draft head is on {head_parameter.device} but the target's embeddings on {target_weight.device}; "
+            "move it with `head.to(target.device)`"
         )
-    if input_ids.shape[0] != 1:
-        raise ValueError(
-            f"JetSpec tree decoding runs one sequence at a time; got a batch of {input_ids.shape[0]}. "
-            "Call generate once per prompt."
-        )
-    if generation_config.use_cache is False:
-        raise ValueError("JetSpec tree decoding needs the KV cache; do not pass `use_cache=False`.")
-    cache = model_kwargs.get("cache")
-    if cache is not None and type(cache).__name__ != "DynamicCache":
-        raise ValueError(
-            f"JetSpec tree decoding supports the default DynamicCache only, got {type(cache).__name__} "
-            f"(cache_implementation={generation_config.cache_implementation!r})."
-        )
+    if messages:
+        warned.add(id(target))
+        logger.warning("JetSpec: " + "; ".join(messages) + ". Both run every round, so a mismatch costs speed.")
 
 
 def count_left_padding(attention_mask: torch.Tensor | None) -> int:
@@ -169,9 +206,10 @@ def count_left_padding(attention_mask: torch.Tensor | None) -> int:
 __all__ = [
     "SUPPORTED_ATTENTION",
     "TreeSettings",
-    "check_generation_call",
+    "TREE_SETTING_NAMES",
     "check_head_fits_target",
     "check_target_supported",
     "count_left_padding",
     "resolve_tree_settings",
+    "warn_on_head_placement",
 ]

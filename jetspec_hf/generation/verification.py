@@ -1,7 +1,14 @@
-"""Verification: one target forward over every tree node, with a tree-shaped attention mask (DESIGN §4)."""
+"""Verification: one target forward over every tree node, each node seeing the prefix and its own ancestors.
+
+Tensors are placed on the device of the committed ids (`device`), which is where `generate` put the inputs; a
+target that is offloaded or split over devices moves them on to each module's execution device through its
+accelerate hooks, exactly as for a plain forward. Nothing reads `target.device`, which is `meta` for an offloaded
+target.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
@@ -13,28 +20,29 @@ from .tree import DraftTree
 def tree_attention_mask(tree: DraftTree, prefix_length: int, dtype: torch.dtype, device) -> torch.Tensor:
     """Additive mask `(1, 1, N, prefix_length + N)`: each node sees the whole prefix and exactly its ancestors.
 
-    Additive (0 / dtype min) rather than bool because the eager backend adds a bool mask as 0/1.
+    Additive (0 / dtype min) rather than bool because the eager backend adds a bool mask as 0/1. The tree block is
+    built on the host and sent in one transfer.
     """
-    ancestors = tree.ancestor_matrix(device)
-    mask = torch.zeros(1, 1, len(tree), prefix_length + len(tree), dtype=dtype, device=device)
-    mask[0, 0, :, prefix_length:].masked_fill_(~ancestors, torch.finfo(dtype).min)
+    size = len(tree)
+    tree_block = np.where(tree.ancestor_matrix(), 0.0, torch.finfo(dtype).min).astype(np.float32)
+    mask = torch.zeros(1, 1, size, prefix_length + size, dtype=dtype, device=device)
+    mask[0, 0, :, prefix_length:] = torch.from_numpy(tree_block).to(device=device, dtype=dtype)
     return mask
 
 
-@torch.no_grad()
 def verify_tree(
     target: PreTrainedModel,
     tree: DraftTree,
     prefix_length: int,
     cache: Cache,
     capture: TappedLayerCapture,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the target on the tree nodes on top of `cache` (which holds `prefix_length` committed positions).
 
-    Returns the float32 logits of every node `(N, V)` (row `n` is the target's next-token logits for the path
-    root→n) and the tapped features of every node `(1, N, k*H)`. The cache grows by N rows, in node order.
+    Returns the logits of every node `(N, V)` (row `n` is the target's next-token logits for the path root→n) and
+    the tapped features of every node `(1, N, k*H)`. The cache grows by N rows, in node order.
     """
-    device = target.device
     tokens = torch.tensor([tree.tokens], device=device)
     position_ids = torch.tensor([tree.depths], device=device) + prefix_length
     mask = tree_attention_mask(tree, prefix_length, target.dtype, device)
@@ -46,17 +54,31 @@ def verify_tree(
         use_cache=True,
         logits_to_keep=0,
     )
-    return outputs.logits[0].float(), capture.features()
+    return outputs.logits[0], capture.features()
 
 
-@torch.no_grad()
 def prefill(
-    target: PreTrainedModel, input_ids: torch.Tensor, cache: Cache, capture: TappedLayerCapture
-) -> torch.Tensor:
-    """Fill `cache` with `input_ids` through the target's base model (no lm_head); return their tapped features."""
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    target.model(input_ids=input_ids, position_ids=positions, cache=cache, use_cache=True)
-    return capture.features()
+    target: PreTrainedModel,
+    input_ids: torch.Tensor,
+    start_position: int,
+    cache: Cache,
+    capture: TappedLayerCapture,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append `input_ids` to `cache`, at positions from `start_position` on, `chunk_size` tokens per forward
+    (`generate`'s `prefill_chunk_size`; all at once when `None`).
+
+    Returns the target's next-token logits after the last id `(1, V)` (only that row goes through the lm_head) and
+    the tapped features of every id `(1, L, k*H)`.
+    """
+    chunks = [input_ids] if chunk_size is None else torch.split(input_ids, chunk_size, dim=1)
+    features, position = [], start_position
+    for chunk in chunks:
+        positions = torch.arange(position, position + chunk.shape[1], device=chunk.device).unsqueeze(0)
+        outputs = target(input_ids=chunk, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        features.append(capture.features())
+        position += chunk.shape[1]
+    return outputs.logits[0, -1:], torch.cat(features, dim=1) if len(features) > 1 else features[0]
 
 
 __all__ = ["prefill", "tree_attention_mask", "verify_tree"]

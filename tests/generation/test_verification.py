@@ -5,7 +5,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from jetspec_hf.generation.cache import keep_accepted_path
-from jetspec_hf.generation.capture import TappedLayerCapture
+from jetspec_hf.generation.capture import TappedLayerCapture, install_capture_hooks
 from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.verification import prefill, verify_tree
 from tiny_models import random_prompt, tiny_target
@@ -27,9 +27,10 @@ def test_tree_logits_and_features_equal_those_of_each_path_alone(attn_implementa
     target = tiny_target(attn_implementation=attn_implementation)
     prefix = random_prompt(0, 9)
     cache = DynamicCache(config=target.config)
+    install_capture_hooks(target.model.layers)
     with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
-        prefix_features = prefill(target, prefix, cache, capture)
-        node_logits, node_features = verify_tree(target, TREE, prefix.shape[1], cache, capture)
+        _, prefix_features = prefill(target, prefix, 0, cache, capture)
+        node_logits, node_features = verify_tree(target, TREE, prefix.shape[1], cache, capture, prefix.device)
     assert cache.get_seq_length() == prefix.shape[1] + len(TREE)
     for node in range(len(TREE)):
         path_ids = torch.tensor([[TREE.tokens[n] for n in _path_to(TREE, node)]])
@@ -46,9 +47,10 @@ def test_cache_compaction_keeps_exactly_the_accepted_path():
     target = tiny_target()
     prefix = random_prompt(1, 7)
     cache = DynamicCache(config=target.config)
+    install_capture_hooks(target.model.layers)
     with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
-        prefill(target, prefix, cache, capture)
-        verify_tree(target, TREE, prefix.shape[1], cache, capture)
+        prefill(target, prefix, 0, cache, capture)
+        verify_tree(target, TREE, prefix.shape[1], cache, capture, prefix.device)
     accepted = [0, 1, 3, 5]  # 11 → 20 → 30 → 40, not in contiguous slots
     keep_accepted_path(cache, prefix.shape[1], accepted)
 

@@ -1,0 +1,130 @@
+"""`generate` arguments the tree path cannot honour, refused before anything runs or streams.
+
+Nothing is silently ignored: an option that plain decoding honours is either honoured by the tree path exactly as
+plain decoding does, or refused here with an error that names it and says what to do instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig
+from transformers.cache_utils import Cache, DynamicCache
+
+# Assisted-generation knobs that steer a chain drafter (a draft LM or prompt lookup); they mean nothing to a tree.
+_ASSISTED_ONLY = (
+    "num_assistant_tokens",
+    "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold",
+    "assistant_lookbehind",
+    "target_lookbehind",
+    "assistant_early_exit",
+    "max_matching_ngram_size",
+    "assistant_tokenizer",
+)
+
+
+class GenerateOptions:
+    """The value a `generate` call gives each generation option: call kwargs first, then the passed
+    `generation_config`, then the target's own generation config (`None` where none of them sets it)."""
+
+    def __init__(self, call_kwargs: dict, consumed_kwargs: dict, generation_config, target_generation_config):
+        self._sources = [call_kwargs, consumed_kwargs, generation_config, target_generation_config]
+
+    def value(self, name: str):
+        for source in self._sources:
+            if source is None:
+                continue
+            value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+            if value is not None:
+                return value
+        return None
+
+
+def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict) -> None:
+    """Refuse, with a message naming the option, every argument the tree path does not support."""
+    input_ids = inputs if inputs is not None else call_kwargs.get("input_ids")
+    if call_kwargs.get("inputs_embeds") is not None:
+        raise ValueError(
+            "JetSpec tree decoding needs token ids: the draft head and the prompt lookup read `input_ids`, and "
+            "`inputs_embeds` cannot be verified as a tree. Pass `input_ids` instead of `inputs_embeds`."
+        )
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids` of shape (1, L)).")
+        if input_ids.shape[0] != 1:
+            raise ValueError(
+                f"JetSpec tree decoding runs one sequence at a time; got a batch of {input_ids.shape[0]}. "
+                "Call generate once per prompt."
+            )
+    if call_kwargs.get("position_ids") is not None:
+        raise ValueError(
+            "`position_ids` cannot be passed with a JetSpec head: tree verification places every node by its depth "
+            "after the committed tokens. Leave `position_ids` out."
+        )
+
+    num_beams = options.value("num_beams") or 1
+    if num_beams != 1:
+        raise ValueError(f"Beam search (num_beams={num_beams}) is not supported with a JetSpec draft head; use 1.")
+    returns = options.value("num_return_sequences") or 1
+    if returns != 1:
+        raise ValueError(
+            f"num_return_sequences={returns} is not supported with a JetSpec draft head; call generate once per "
+            "sequence."
+        )
+    if options.value("use_cache") is False:
+        raise ValueError("JetSpec tree decoding needs the KV cache; do not pass `use_cache=False`.")
+    _check_cache(options, call_kwargs.get("cache", call_kwargs.get("past_key_values")), call_kwargs)
+
+    refused = {
+        "output_attentions": "attention weights of a tree forward are not those of plain decoding steps",
+        "output_hidden_states": "hidden states of a tree forward are not those of plain decoding steps",
+        "dola_layers": "DoLa decoding contrasts layers step by step",
+        "penalty_alpha": "contrastive search re-ranks candidates step by step",
+        "guidance_scale": "classifier-free guidance runs its own unconditional model step by step",
+        "negative_prompt_ids": "classifier-free guidance runs its own unconditional model step by step",
+        "token_healing": "token healing rewrites the prompt with the tokenizer, which the tree path does not get",
+        "synced_gpus": "the tree path runs on one process",
+    }
+    for name, why in refused.items():
+        value = options.value(name)
+        if name == "guidance_scale" and value == 1:
+            continue
+        if value not in (None, False):
+            raise ValueError(
+                f"`{name}` is not supported with a JetSpec draft head ({why}). Leave it out, or call generate "
+                "without `assistant_model`."
+            )
+    watermarking = options.value("watermarking_config")
+    if watermarking is not None and "synthid" in type(watermarking).__name__.lower():
+        raise ValueError(
+            "SynthID watermarking keeps a state across decoding steps, which a tree walk would corrupt; it is not "
+            "supported with a JetSpec draft head."
+        )
+    for name in _ASSISTED_ONLY:
+        if options.value(name) is not None:
+            raise ValueError(
+                f"`{name}` configures assisted generation with a draft model or prompt lookup; a JetSpec head drafts "
+                "a tree instead. Use `tree_budget`, `tree_width`, `tree_depth` and `prompt_lookup_num_tokens`."
+            )
+
+
+def _check_cache(options: GenerateOptions, cache, call_kwargs: dict) -> None:
+    implementation = options.value("cache_implementation")
+    if implementation not in (None, "dynamic"):
+        raise ValueError(
+            f"JetSpec tree decoding supports the default dynamic cache only, got "
+            f"cache_implementation={implementation!r}."
+        )
+    if cache is None:
+        return
+    if not isinstance(cache, DynamicCache) or not isinstance(cache, Cache):
+        raise ValueError(f"JetSpec tree decoding supports a DynamicCache only, got {type(cache).__name__}.")
+    attention_mask = call_kwargs.get("attention_mask")
+    if cache.get_seq_length() > 0 and attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError(
+            "A non-empty `cache` together with left padding in `attention_mask` is not supported with a JetSpec "
+            "head: pass the unpadded sequence (batch size 1 needs no padding)."
+        )
+
+
+__all__ = ["GenerateOptions", "check_generation_options"]
