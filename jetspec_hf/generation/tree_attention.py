@@ -6,10 +6,16 @@ materialising an `(N, P + N)` mask, `tree_attention_forward` splits the keys at 
 
 * prefix part: the N queries against rows `[0, P)` with no mask (or only a per-row key mask for cache holes),
   which a fused kernel can run: `flash_attn_func` on CUDA, the CPU flash kernel on CPU, both returning the LSE;
-* tree part: the N queries against rows `[P, P + N)` with the `N × N` ancestor mask, tiny, in plain torch;
+* tree part: the N queries against rows `[P, P + N)` with the `N × N` ancestor mask, small;
 
 and merges the two softmaxes exactly: with per-query log-sum-exps `a` (prefix) and `b` (tree),
 `out = σ(a − b) · prefix_out + (1 − σ(a − b)) · tree_out`.
+
+GQA never repeats K/V: the g query heads of a kv group are folded into the query-length axis.
+
+On CPU, below `CPU_SPLIT_FROM_PREFIX_LENGTH` the second kernel call and the merge cost more than they save, so
+short prefixes run as ONE CPU-kernel call over rows `[0, P + N)` with a folded `(g*N, P + N)` bias built once per
+verify (not per layer). Both routes are exact; examples/bench_tree_attention.py measures them.
 
 Routing needs no change to any model: `Qwen3Model.forward` passes a dict `{"full_attention": X}` unchanged to
 every layer's attention function, and `install_tree_attention` wraps each registered attention backend so that a
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -36,27 +42,39 @@ except Exception:  # ImportError, or a broken build raising anything at import t
 # The CPU flash kernel returns (output, logsumexp); it is a private aten op, so look it up defensively.
 _cpu_flash_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
+# On CPU, prefixes at least this long take the split route; shorter ones one kernel call with a full bias. Measured
+# with examples/bench_tree_attention.py (bundled target's shapes, one thread): one call wins by a fixed ~30 µs per
+# layer (a kernel launch plus the merge) at short prefixes, the two are even from about 2k on, where the split also
+# skips building a (g*N, P + N) bias per verify.
+CPU_SPLIT_FROM_PREFIX_LENGTH = 2048
+
 # flash-attn 2 kernels take half precision and head dims up to 256 only.
 _FLASH_ATTN_DTYPES = (torch.float16, torch.bfloat16)
 _FLASH_ATTN_MAX_HEAD_DIM = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TreeAttentionMask:
     """What a verify forward needs to know about visibility, passed as `attention_mask={"full_attention": mask}`.
 
     Attributes:
         prefix_length: P, the committed positions in the cache before the N tree rows.
         tree_mask: visibility among the N nodes, `(N, N)` shared by the batch or `(B, 1, N, N)`: either bool
-            (True = visible, i.e. the ancestor matrix) or additive float (0 visible / large negative hidden).
+            (True = visible, i.e. the ancestor matrix) or additive float (0 = visible, anything else = hidden).
             Entry `[n, m]` says whether node n sees node m.
         prefix_key_mask: optional bool `(B, P)`, True = visible, for batches where some cached prefix rows are
             holes (padding). None means every prefix row is visible to every node.
+
+    Build one per verify; every layer of that forward shares it, and the additive biases derived from it are
+    built by the first layer and reused by the others. They are built on the device of the layer's query, so a
+    model split over devices (whose hooks move tensors, not this object) works too.
     """
 
     prefix_length: int
     tree_mask: torch.Tensor
     prefix_key_mask: torch.Tensor | None = None
+    # Per-(kind, group, device) biases derived on first use. Two threads racing on a key build the same value.
+    _derived: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         # Shape checks only: nothing here reads tensor values, so building the mask never syncs a device.
@@ -93,6 +111,10 @@ class TreeAttentionMask:
         """N, the tree nodes (= query length of the verify forward)."""
         return self.tree_mask.shape[-1]
 
+    def tree_visibility(self) -> torch.Tensor:
+        """The tree part as bool, True = visible, in the shape it was given."""
+        return self.tree_mask if self.tree_mask.dtype == torch.bool else self.tree_mask == 0
+
     def to_additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """The equivalent materialised additive mask `(B or 1, 1, N, P + N)` (0 / dtype min), as sdpa/eager take it.
 
@@ -100,8 +122,7 @@ class TreeAttentionMask:
         """
         device = self.tree_mask.device
         hidden = torch.finfo(dtype).min
-        tree_visible = self.tree_mask if self.tree_mask.dtype == torch.bool else self.tree_mask == 0
-        tree_visible = tree_visible.reshape(-1, 1, self.num_nodes, self.num_nodes)
+        tree_visible = self.tree_visibility().reshape(-1, 1, self.num_nodes, self.num_nodes)
         batch = max(tree_visible.shape[0], 1 if self.prefix_key_mask is None else self.prefix_key_mask.shape[0])
         mask = torch.zeros(batch, 1, self.num_nodes, self.prefix_length + self.num_nodes, dtype=dtype, device=device)
         mask[..., self.prefix_length :].masked_fill_(~tree_visible, hidden)
@@ -109,6 +130,50 @@ class TreeAttentionMask:
             prefix_hidden = ~self.prefix_key_mask.to(device)[:, None, None, :]
             mask[..., : self.prefix_length].masked_fill_(prefix_hidden, hidden)
         return mask
+
+    def _folded_tree_bias(self, group: int, device: torch.device) -> torch.Tensor:
+        """fp32 additive tree bias for queries folded as `(g*N)`: `(g*N, N)` or `(B, 1, g*N, N)`.
+
+        Row `j*N + n` is node n's row for the j-th query head of a kv group, so the mask is tiled g times.
+        Hidden entries get the fp32 minimum rather than -inf: a row that sees nothing then keeps a finite LSE
+        (kernels return LSE 0 for an all -inf row), and its share in the merge is exactly 0.
+        """
+        key = ("tree", group, device)
+        if key not in self._derived:
+            bias = torch.zeros(self.tree_mask.shape, dtype=torch.float32, device=device)
+            bias.masked_fill_(~self.tree_visibility().to(device), torch.finfo(torch.float32).min)
+            self._derived[key] = bias.repeat(group, 1) if bias.dim() == 2 else bias.repeat(1, 1, group, 1)
+        return self._derived[key]
+
+    def _folded_full_bias(self, group: int, device: torch.device) -> torch.Tensor:
+        """fp32 bias `(B or 1, 1, g*N, P + N)` over all keys for folded queries: the one-call CPU route's mask.
+
+        Built by the first layer of a verify and reused by the others (today's mask is rebuilt per verify too).
+        """
+        key = ("full", group, device)
+        if key not in self._derived:
+            tree_bias = self._folded_tree_bias(group, device)
+            tree_bias = tree_bias.reshape(-1, 1, *tree_bias.shape[-2:])  # (B or 1, 1, g*N, N)
+            prefix_bias = self._prefix_key_bias(device)  # (B, 1, 1, P) or None
+            batch = max(tree_bias.shape[0], 1 if prefix_bias is None else prefix_bias.shape[0])
+            shape = (batch, 1, tree_bias.shape[2], self.prefix_length + self.num_nodes)
+            bias = torch.zeros(shape, dtype=torch.float32, device=device)
+            bias[..., self.prefix_length :] = tree_bias
+            if prefix_bias is not None:
+                bias[..., : self.prefix_length] = prefix_bias
+            self._derived[key] = bias
+        return self._derived[key]
+
+    def _prefix_key_bias(self, device: torch.device) -> torch.Tensor | None:
+        """fp32 additive `(B, 1, 1, P)` from `prefix_key_mask` (fp32 minimum where hidden), or None."""
+        if self.prefix_key_mask is None:
+            return None
+        key = ("prefix", device)
+        if key not in self._derived:
+            bias = torch.zeros(self.prefix_key_mask.shape, dtype=torch.float32, device=device)
+            bias.masked_fill_(~self.prefix_key_mask.to(device), torch.finfo(torch.float32).min)
+            self._derived[key] = bias[:, None, None, :]
+        return self._derived[key]
 
 
 def tree_attention_forward(
@@ -125,6 +190,10 @@ def tree_attention_forward(
 
     Same convention as transformers' attention interface functions (see `sdpa_attention_forward`).
 
+    Routes, all exact: on CPU, one kernel call with a folded full bias when P < `CPU_SPLIT_FROM_PREFIX_LENGTH`,
+    else the split (CPU kernel for both parts); on CUDA, the split with flash-attn for the prefix when installed
+    and the inputs are half precision without holes; everywhere else, the split in plain fp32 torch.
+
     Args:
         module: the calling attention layer (unused beyond the convention).
         query: `(B, Hq, N, D)`.
@@ -138,7 +207,7 @@ def tree_attention_forward(
 
     Returns:
         `(output, None)` with output `(B, N, Hq, D)` in the query's dtype, like every attention function.
-        A query that sees no key at all (possible only with hand-made masks) gets a zero output.
+        A query that sees no key at all (possible only with hand-made masks) gets a finite, meaningless output.
     """
     mask = attention_mask
     batch, query_heads, num_nodes, head_dim = query.shape
@@ -151,22 +220,40 @@ def tree_attention_forward(
     # Fold each kv group's g query heads into the query-length axis: (B, Hkv, g*N, D). Head h uses kv head h // g
     # (as `repeat_kv` orders them), so the keys are never repeated.
     grouped_query = query.reshape(batch, kv_heads, group * num_nodes, head_dim)
+    if query.device.type == "cpu" and _cpu_flash_attention is not None and prefix_length < CPU_SPLIT_FROM_PREFIX_LENGTH:
+        # Short prefix on CPU: one kernel call beats two plus the merge (see CPU_SPLIT_FROM_PREFIX_LENGTH).
+        rows = prefix_length + num_nodes
+        output, _ = _cpu_flash_attention(
+            grouped_query, key[:, :, :rows], value[:, :, :rows], 0.0, False,
+            attn_mask=mask._folded_full_bias(group, query.device), scale=scale,
+        )
+        return _ungroup(output, query), None
 
-    tree_out, tree_lse = _tree_part(
-        grouped_query, key[:, :, prefix_length : prefix_length + num_nodes],
-        value[:, :, prefix_length : prefix_length + num_nodes], mask.tree_mask, group, scale,
+    tree_rows = slice(prefix_length, prefix_length + num_nodes)
+    tree_out, tree_lse = _attention_with_lse(
+        grouped_query, key[:, :, tree_rows], value[:, :, tree_rows], mask._folded_tree_bias(group, query.device), scale
     )
     if prefix_length == 0:
         output = tree_out
     else:
-        prefix_out, prefix_lse = _prefix_part(
-            grouped_query, key[:, :, :prefix_length], value[:, :, :prefix_length], mask.prefix_key_mask, scale
+        prefix_out, prefix_lse = _prefix_attention_with_lse(
+            grouped_query,
+            key[:, :, :prefix_length],
+            value[:, :, :prefix_length],
+            mask._prefix_key_bias(query.device),
+            scale,
         )
-        output = _merge(prefix_out, prefix_lse, tree_out, tree_lse)
+        # Exact softmax over both key sets: the prefix holds exp(a) / (exp(a) + exp(b)) = σ(a − b) of the mass.
+        prefix_share = torch.sigmoid(prefix_lse - tree_lse).unsqueeze(-1)
+        output = torch.lerp(tree_out.float(), prefix_out.float(), prefix_share)
 
-    # (B, Hkv, g*N, D) -> (B, Hq, N, D) -> (B, N, Hq, D), the layout every attention function returns.
-    output = output.to(query.dtype).reshape(batch, query_heads, num_nodes, head_dim).transpose(1, 2).contiguous()
-    return output, None
+    return _ungroup(output, query), None
+
+
+def _ungroup(output: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, g*N, D) -> (B, Hq, N, D) -> (B, N, Hq, D) in the query's dtype: what attention functions return."""
+    batch, query_heads, num_nodes, head_dim = query.shape
+    return output.to(query.dtype).reshape(batch, query_heads, num_nodes, head_dim).transpose(1, 2).contiguous()
 
 
 def _check_supported(query: torch.Tensor, key: torch.Tensor, mask: TreeAttentionMask, dropout: float, kwargs) -> None:
@@ -190,122 +277,64 @@ def _check_supported(query: torch.Tensor, key: torch.Tensor, mask: TreeAttention
         raise NotImplementedError("tree attention ignores sliding windows, and this one does not cover every key")
 
 
-def _tree_part(
-    grouped_query: torch.Tensor,
-    tree_key: torch.Tensor,
-    tree_value: torch.Tensor,
-    tree_mask: torch.Tensor,
-    group: int,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked attention of the node queries to the node rows, in fp32.
-
-    Returns the output `(B, Hkv, g*N, D)` and the LSE `(B, Hkv, g*N)`.
-
-    N is small (a few hundred at most), so plain matmuls; fp32 keeps the LSE exact for the merge.
-    """
-    batch, kv_heads, grouped_length, head_dim = grouped_query.shape
-    num_nodes = grouped_length // group
-    query = grouped_query.float().view(batch, kv_heads, group, num_nodes, head_dim)
-    scores = torch.matmul(query, tree_key.float().unsqueeze(2).transpose(-1, -2)) * scale  # (B, Hkv, g, N, N)
-    # (N, N) broadcasts as is; (B, 1, N, N) needs a group axis to line up with (B, Hkv, g, N, N).
-    visibility = tree_mask if tree_mask.dim() == 2 else tree_mask.unsqueeze(2)
-    if visibility.dtype == torch.bool:
-        scores = scores.masked_fill(~visibility, float("-inf"))
-    else:
-        scores = scores + visibility.float()
-    lse = torch.logsumexp(scores, dim=-1)
-    # A row with no visible node has LSE -inf; subtracting 0 instead keeps its weights exp(-inf) = 0, not NaN.
-    probabilities = torch.exp(scores - torch.where(torch.isinf(lse), 0.0, lse).unsqueeze(-1))
-    output = torch.matmul(probabilities, tree_value.float().unsqueeze(2))
-    return output.view(batch, kv_heads, grouped_length, head_dim), lse.view(batch, kv_heads, grouped_length)
-
-
-def _prefix_part(
+def _prefix_attention_with_lse(
     grouped_query: torch.Tensor,
     prefix_key: torch.Tensor,
     prefix_value: torch.Tensor,
-    prefix_key_mask: torch.Tensor | None,
+    key_bias: torch.Tensor | None,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unmasked (or key-masked) attention of the node queries to the P prefix rows.
-
-    Returns the output `(B, Hkv, g*N, D)` and its fp32 natural-log LSE `(B, Hkv, g*N)`, with LSE = -inf and
-    output 0 for a batch row whose prefix is entirely hidden by `prefix_key_mask`.
-    """
-    on_cuda_with_flash = (
+    """The prefix part: flash-attn on CUDA when it can take it (no holes, half precision), else as the tree part."""
+    use_flash_attn = (
         _flash_attn_func is not None
         and grouped_query.is_cuda
-        and prefix_key_mask is None  # flash_attn_func takes no mask; holes go the plain way
+        and key_bias is None  # flash_attn_func takes no mask; holes go the general way
         and grouped_query.dtype in _FLASH_ATTN_DTYPES
         and grouped_query.shape[-1] <= _FLASH_ATTN_MAX_HEAD_DIM
     )
-    if on_cuda_with_flash:
-        return _prefix_part_flash_attn(grouped_query, prefix_key, prefix_value, scale)
-    if grouped_query.device.type == "cpu" and _cpu_flash_attention is not None:
-        output, lse = _prefix_part_cpu_flash(grouped_query, prefix_key, prefix_value, prefix_key_mask, scale)
-    else:
-        output, lse = _prefix_part_matmul(grouped_query, prefix_key, prefix_value, prefix_key_mask, scale)
-    if prefix_key_mask is not None:
-        # Kernels disagree on a row with no visible key (the CPU kernel says LSE 0); make it "nothing here".
-        row_sees_prefix = prefix_key_mask.any(dim=-1)[:, None, None]  # (B, 1, 1)
-        lse = torch.where(row_sees_prefix, lse, float("-inf"))
-        output = torch.where(row_sees_prefix.unsqueeze(-1), output, 0.0)
-    return output, lse
+    if use_flash_attn:
+        return _flash_attn_with_lse(grouped_query, prefix_key, prefix_value, scale)
+    return _attention_with_lse(grouped_query, prefix_key, prefix_value, key_bias, scale)
 
 
-def _prefix_part_cpu_flash(grouped_query, prefix_key, prefix_value, prefix_key_mask, scale):
-    """CPU flash kernel: returns `(output (B, H, L, D), lse (B, H, L))`, LSE in natural log, fp32 for fp32 input."""
-    key_bias = None
-    if prefix_key_mask is not None:
-        # (B, 1, 1, P) broadcasts over heads and the folded queries, since holes do not depend on the query.
-        key_bias = torch.zeros(prefix_key_mask.shape, dtype=grouped_query.dtype, device=grouped_query.device)
-        key_bias = key_bias.masked_fill_(~prefix_key_mask, float("-inf"))[:, None, None, :]
-    output, lse = _cpu_flash_attention(
-        grouped_query, prefix_key, prefix_value, 0.0, False, attn_mask=key_bias, scale=scale
-    )
-    return output, lse.float()
+def _attention_with_lse(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention `(B, H, L, D)` with an optional additive fp32 bias.
+
+    Returns the output and its fp32 LSE `(B, H, L)`: on CPU from one fused kernel, elsewhere from fp32 matmuls.
+    """
+    if query.device.type == "cpu" and _cpu_flash_attention is not None:
+        # aten's CPU flash kernel: (output (B, H, L, D) in the query dtype, natural-log LSE (B, H, L) in fp32).
+        # It takes strided K/V slices as they are, and an fp32 bias with half-precision queries.
+        output, lse = _cpu_flash_attention(query, key, value, 0.0, False, attn_mask=bias, scale=scale)
+        return output, lse
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        scores = scores + bias
+    lse = torch.logsumexp(scores, dim=-1)  # finite: hidden keys carry the fp32 minimum, not -inf
+    return torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), value.float()), lse
 
 
-def _prefix_part_flash_attn(grouped_query, prefix_key, prefix_value, scale):
+def _flash_attn_with_lse(query, key, value, scale):
     """flash-attn 2 on CUDA (NOT exercised by the CPU test suite).
 
-    `flash_attn_func` takes `(B, L, H, D)` with native GQA; `return_attn_probs=True` with dropout 0 adds the
-    softmax LSE `(B, H, L)` (fp32, natural log) at no cost. We call it with the kv heads as the query heads
-    (queries already folded), i.e. plain MHA over `(B, g*N, Hkv, D)`.
+    `flash_attn_func` takes `(B, L, H, D)` (its kernel handles strided inputs whose last dim is contiguous);
+    `return_attn_probs=True` with dropout 0 adds the softmax LSE `(B, H, L)` (fp32, natural log) and an empty
+    probability tensor, so it costs nothing. Queries are already folded per kv head, so this is plain MHA.
     """
     result = _flash_attn_func(
-        grouped_query.transpose(1, 2),
-        prefix_key.transpose(1, 2),
-        prefix_value.transpose(1, 2),
+        query.transpose(1, 2),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
         dropout_p=0.0,
         softmax_scale=scale,
         causal=False,
         return_attn_probs=True,
     )
     output, lse = result[0], result[1]
-    return output.transpose(1, 2), lse.float()
-
-
-def _prefix_part_matmul(grouped_query, prefix_key, prefix_value, prefix_key_mask, scale):
-    """Plain torch fallback (any device): fp32 scores `(B, Hkv, g*N, P)`, then the same output/LSE pair."""
-    scores = torch.matmul(grouped_query.float(), prefix_key.float().transpose(-1, -2)) * scale
-    if prefix_key_mask is not None:
-        scores = scores.masked_fill(~prefix_key_mask[:, None, None, :], float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    probabilities = torch.exp(scores - torch.where(torch.isinf(lse), 0.0, lse).unsqueeze(-1))
-    return torch.matmul(probabilities, prefix_value.float()), lse
-
-
-def _merge(prefix_out, prefix_lse, tree_out, tree_lse) -> torch.Tensor:
-    """Exact softmax over the union of both key sets, from the two partial softmaxes and their LSEs (fp32).
-
-    The prefix share of the total mass is exp(a) / (exp(a) + exp(b)) = σ(a − b). σ(±inf) is exact when only one
-    side sees anything; both sides -inf give NaN, which becomes a zero output (both partial outputs are zero).
-    """
-    prefix_share = torch.sigmoid(prefix_lse - tree_lse).nan_to_num_(0.0).unsqueeze(-1)
-    tree_out = tree_out.float()
-    return tree_out + prefix_share * (prefix_out.float() - tree_out)
+    # (B, H, L) in flash-attn 2; the slice guards against builds that pad the LSE's query axis.
+    return output.transpose(1, 2), lse[..., : query.shape[2]].float()
 
 
 # ----------------------------------------------------------------------------------------------------- routing

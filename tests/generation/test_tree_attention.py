@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tiny_models import random_prompt, tiny_target
 from transformers import DynamicCache, StaticCache
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, flash_attention_mask
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from jetspec_hf.generation import tree_attention as tree_attention_module
@@ -60,6 +60,21 @@ def full_mask_reference(query, key, value, prefix_length, ancestors, prefix_key_
 
 # ------------------------------------------------------------------------------------ (a) the function itself
 
+ROUTES = ["cpu_one_call", "cpu_split", "torch_split"]
+
+
+@pytest.fixture(params=ROUTES)
+def route(request, monkeypatch):
+    """Forces one of the exact routes of `tree_attention_forward` (see its docstring) whatever the prefix length."""
+    if request.param == "cpu_one_call":
+        monkeypatch.setattr(tree_attention_module, "CPU_SPLIT_FROM_PREFIX_LENGTH", 1 << 30)
+    else:
+        monkeypatch.setattr(tree_attention_module, "CPU_SPLIT_FROM_PREFIX_LENGTH", 0)
+    if request.param == "torch_split":  # the off-CPU fallback: hide the CPU kernel
+        monkeypatch.setattr(tree_attention_module, "_cpu_flash_attention", None)
+    return request.param
+
+
 PREFIX_LENGTHS = [0, 1, 7, 300, 2048]
 NODE_COUNTS = [1, 2, 17, 64, 256]
 HEAD_LAYOUTS = [(4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 4)]  # (query heads, key/value heads)
@@ -68,7 +83,7 @@ HEAD_LAYOUTS = [(4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 4)]  # (query heads,
 @pytest.mark.parametrize("with_holes", [False, True], ids=["no_holes", "holes"])
 @pytest.mark.parametrize("prefix_length", PREFIX_LENGTHS)
 @pytest.mark.parametrize("num_nodes", NODE_COUNTS)
-def test_matches_full_mask_sdpa(prefix_length, num_nodes, with_holes):
+def test_matches_full_mask_sdpa(route, prefix_length, num_nodes, with_holes):
     # Each cell draws the rest of its shape from its own seed: batch, GQA layout, head dim, and garbage rows after
     # P + N as a static cache leaves them. Holes: a per-row prefix key mask, one batch row entirely holes.
     generator = torch.Generator().manual_seed(1000 * prefix_length + 10 * num_nodes + with_holes)
@@ -104,11 +119,7 @@ def test_matches_full_mask_sdpa(prefix_length, num_nodes, with_holes):
 
 
 @pytest.mark.parametrize("tree_mask_kind", ["bool", "additive", "batched_additive"])
-@pytest.mark.parametrize("prefix_kernel", ["cpu_flash", "plain_torch"])
-def test_mask_forms_and_plain_prefix_path(monkeypatch, tree_mask_kind, prefix_kernel):
-    # The fallback used off-CPU without flash-attn is the same maths; force it here by hiding the CPU kernel.
-    if prefix_kernel == "plain_torch":
-        monkeypatch.setattr(tree_attention_module, "_cpu_flash_attention", None)
+def test_mask_forms(route, tree_mask_kind):
     generator = torch.Generator().manual_seed(7)
     batch, query_heads, kv_heads, head_dim, prefix_length, num_nodes = 2, 8, 2, 32, 129, 23
     query = torch.randn(batch, query_heads, num_nodes, head_dim, generator=generator)
@@ -131,7 +142,7 @@ def test_mask_forms_and_plain_prefix_path(monkeypatch, tree_mask_kind, prefix_ke
     torch.testing.assert_close(output, expected, atol=2e-5, rtol=0)
 
 
-def test_per_row_tree_masks_differ_by_batch_row():
+def test_per_row_tree_masks_differ_by_batch_row(route):
     # A (B, 1, N, N) tree mask gives each batch row its own tree.
     generator = torch.Generator().manual_seed(3)
     num_nodes, prefix_length = 12, 40
@@ -148,7 +159,21 @@ def test_per_row_tree_masks_differ_by_batch_row():
         torch.testing.assert_close(output[row : row + 1], expected, atol=2e-5, rtol=0)
 
 
-def test_bfloat16_close_to_fp32_reference():
+def test_one_mask_serves_calls_with_different_head_layouts(route):
+    # Layers share the mask object and the biases it caches; a different GQA group must not reuse a wrong one.
+    generator = torch.Generator().manual_seed(11)
+    ancestors = torch.from_numpy(ancestor_matrix(random_tree(9, generator)[0]))
+    mask = TreeAttentionMask(20, ancestors, torch.rand(2, 20, generator=generator) > 0.4)
+    for query_heads, kv_heads in [(8, 4), (8, 1), (8, 2), (8, 4)]:
+        query = torch.randn(2, query_heads, 9, 16, generator=generator)
+        key = torch.randn(2, kv_heads, 29, 16, generator=generator)
+        value = torch.randn(2, kv_heads, 29, 16, generator=generator)
+        output, _ = tree_attention_forward(None, query, key, value, mask)
+        expected = full_mask_reference(query, key, value, 20, ancestors, mask.prefix_key_mask, 0.25)
+        torch.testing.assert_close(output, expected, atol=2e-5, rtol=0)
+
+
+def test_bfloat16_close_to_fp32_reference(route):
     generator = torch.Generator().manual_seed(5)
     query = torch.randn(1, 4, 16, 64, generator=generator)
     key = torch.randn(1, 2, 316, 64, generator=generator)
@@ -161,14 +186,17 @@ def test_bfloat16_close_to_fp32_reference():
     torch.testing.assert_close(output.float(), expected, atol=3e-2, rtol=0)
 
 
-def test_a_query_that_sees_nothing_gets_zeros_not_nan():
-    # Only hand-made masks do this (a real node sees itself), e.g. a padded slot in a batched tree.
-    query, key, value = torch.randn(1, 2, 3, 16), torch.randn(1, 2, 10, 16), torch.randn(1, 2, 10, 16)
+def test_hand_made_rows_that_see_less_than_a_node_does(route):
+    # A real node sees itself; a padded slot in a batched tree may see nothing of the tree, or nothing at all.
+    query, key, value = torch.randn(1, 4, 3, 16), torch.randn(1, 2, 10, 16), torch.randn(1, 2, 10, 16)
     tree_mask = torch.tensor([[True, False, False], [False, False, False], [True, True, True]])
+    output, _ = tree_attention_forward(None, query, key, value, TreeAttentionMask(7, tree_mask))
+    prefix_only = F.scaled_dot_product_attention(query, key[:, :, :7], value[:, :, :7], enable_gqa=True)
+    torch.testing.assert_close(output[:, 1], prefix_only.transpose(1, 2)[:, 1], atol=2e-6, rtol=0)
+
     all_holes = torch.zeros(1, 7, dtype=torch.bool)
     output, _ = tree_attention_forward(None, query, key, value, TreeAttentionMask(7, tree_mask, all_holes))
-    assert torch.isfinite(output).all()
-    assert (output[0, 1] == 0).all()
+    assert torch.isfinite(output).all()  # row 1 sees no key at all: finite, never NaN
 
 
 def test_refuses_what_it_cannot_compute():
@@ -275,7 +303,7 @@ def sdpa_target():
 
 
 @pytest.mark.parametrize("prefix_length,num_nodes", [(1, 1), (9, 6), (40, 31)])
-def test_model_verify_matches_materialised_mask(sdpa_target, tree_calls, prefix_length, num_nodes):
+def test_model_verify_matches_materialised_mask(sdpa_target, tree_calls, route, prefix_length, num_nodes):
     prompt = random_prompt(seed=prefix_length, length=prefix_length)
     tokens, positions, ancestors = tree_inputs(prefix_length, num_nodes, seed=num_nodes)
     mask = TreeAttentionMask.from_ancestors(ancestors, prefix_length, "cpu")
@@ -287,7 +315,7 @@ def test_model_verify_matches_materialised_mask(sdpa_target, tree_calls, prefix_
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
-def test_model_verify_on_a_static_cache_ignores_the_rows_after_the_tree(sdpa_target):
+def test_model_verify_on_a_static_cache_ignores_the_rows_after_the_tree(sdpa_target, route):
     prefix_length, num_nodes = 20, 13
     prompt = random_prompt(seed=1, length=prefix_length)
     tokens, positions, ancestors = tree_inputs(prefix_length, num_nodes, seed=2)
