@@ -13,14 +13,20 @@ class JetSpecGenerateOutput(GenerateDecoderOnlyOutput):
 
     Attributes:
         accepted_lengths (`list[int]`):
-            Tokens committed in each round, correction included (the last round counts only tokens kept before a
-            stop). Their mean is τ, the accepted tokens per round.
+            Tokens committed in each verify round, correction included (the last round counts only tokens kept
+            before a stop). Their mean is τ, the accepted tokens per round.
         tree_sizes (`list[int]`):
             Nodes in each round's tree, root included (= tokens the target verified in that round).
+        lookup_lengths (`list[int]`, *optional*):
+            With `prompt_lookup_num_tokens`: how many of each round's accepted draft tokens the prompt-lookup branch
+            had proposed.
+
+    The first new token comes from the prefill's logits, as in plain decoding, and belongs to no round.
     """
 
     accepted_lengths: list[int] | None = None
     tree_sizes: list[int] | None = None
+    lookup_lengths: list[int] | None = None
 
     @property
     def tau(self) -> float:

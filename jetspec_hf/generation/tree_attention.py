@@ -339,6 +339,8 @@ def _flash_attn_with_lse(query, key, value, scale):
 
 # ----------------------------------------------------------------------------------------------------- routing
 
+# The keyword under which a verify forward hands its `TreeAttentionMask` to the attention functions.
+TREE_MASK_KWARG = "tree_attention_mask"
 # Marks our dispatchers, and keeps the backend each one wraps (for idempotence and uninstall).
 _ORIGINAL_ATTRIBUTE = "_jetspec_tree_attention_original"
 # Serialises install/uninstall against each other; dispatching itself takes no lock.
@@ -355,10 +357,15 @@ def _tree_dispatcher(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def dispatch(module, query, key, value, attention_mask=None, *args, **kwargs):
-        if isinstance(attention_mask, TreeAttentionMask):
+        # The tree mask arrives as the layer's mask (models that take a prepared mask dict) or as the keyword
+        # `TREE_MASK_KWARG`, which every model forwards from its `forward(**kwargs)` to its attention functions.
+        tree_mask = kwargs.pop(TREE_MASK_KWARG, None)
+        if tree_mask is None and isinstance(attention_mask, TreeAttentionMask):
+            tree_mask = attention_mask
+        if tree_mask is not None:
             if args:  # Backends disagree on the order of (dropout, scaling); callers pass them by keyword.
                 raise TypeError("pass dropout/scaling by keyword when the mask is a TreeAttentionMask")
-            return tree_attention_forward(module, query, key, value, attention_mask, **kwargs)
+            return tree_attention_forward(module, query, key, value, tree_mask, **kwargs)
         return original(module, query, key, value, attention_mask, *args, **kwargs)
 
     setattr(dispatch, _ORIGINAL_ATTRIBUTE, original)
@@ -419,6 +426,7 @@ def routes_tree_attention(attn_implementation: str | None) -> bool:
 
 
 __all__ = [
+    "TREE_MASK_KWARG",
     "TreeAttentionMask",
     "install_tree_attention",
     "routes_tree_attention",

@@ -62,9 +62,9 @@ def tree_decoding(
     # never enters the cache: positions then start at the first real token, as plain decoding's do.
     padding_length = count_left_padding(model_kwargs.get("attention_mask"))
     device = input_ids.device
-    record = _GenerationRecord(generation_config)
     cache = model_kwargs["cache"]
     drafting = tree_settings.budget > 1
+    record = _GenerationRecord(generation_config, lookup=drafting and bool(tree_settings.lookup_tokens))
     drafter = HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
     cached_length = _resume(cache, drafter, draft_head, input_ids[0, padding_length:])
     lookup = None
@@ -124,8 +124,10 @@ def tree_decoding(
                     input_ids, committed, finished = record.commit(walk, input_ids, stopping_criteria, streamer)
                     record.round(committed, len(tree))
                     if lookup is not None:
-                        lookup.record(*_branch_outcome(tree, branch, walk.tokens[:committed]))
+                        decided, accepted = _branch_outcome(tree, branch, walk.tokens[:committed])
+                        lookup.record(decided, accepted)
                         lookup.extend(walk.tokens[:committed])
+                        record.lookup_lengths.append(accepted)
                 if round_profiler is not None:
                     round_profiler.rounds += 1
                 with stage(round_profiler, "cache", device):
@@ -151,7 +153,7 @@ def tree_decoding(
 class _GenerationRecord:
     """What a call returns besides the ids: scores and logits when asked for, and per-round statistics."""
 
-    def __init__(self, generation_config: GenerationConfig):
+    def __init__(self, generation_config: GenerationConfig, lookup: bool):
         as_dict = bool(generation_config.return_dict_in_generate)
         self.keep_scores = as_dict and bool(generation_config.output_scores)
         self.keep_logits = as_dict and bool(generation_config.output_logits)
@@ -159,6 +161,7 @@ class _GenerationRecord:
         self.logits: list[torch.Tensor] = []
         self.accepted_lengths: list[int] = []
         self.tree_sizes: list[int] = []
+        self.lookup_lengths: list[int] | None = [] if lookup else None
 
     def commit(
         self, walk: TreeWalk, input_ids: torch.LongTensor, stopping_criteria: StoppingCriteriaList, streamer
@@ -194,6 +197,7 @@ class _GenerationRecord:
             cache=cache,
             accepted_lengths=self.accepted_lengths,
             tree_sizes=self.tree_sizes,
+            lookup_lengths=self.lookup_lengths,
         )
 
 

@@ -10,13 +10,13 @@ from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
 from .tree import TREE_EXPANSIONS
+from .tree_attention import install_tree_attention, routes_tree_attention
 
 logger = logging.get_logger(__name__)
 
 SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM)
-# Verification needs an arbitrary 4D tree mask: flash-attention kernels only take padding masks, and flex
-# attention would need a BlockMask.
-SUPPORTED_ATTENTION = ("sdpa", "eager")
+# The head's block mask is explicit, which these backends take as it is.
+HEAD_ATTENTION = ("sdpa", "eager")
 
 
 # Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
@@ -97,11 +97,18 @@ def check_target_supported(target: PreTrainedModel) -> None:
             "does not support: load it with `use_sliding_window=False`."
         )
     implementation = config._attn_implementation
-    if implementation not in SUPPORTED_ATTENTION:
+    # Every registered backend (sdpa, flash-attention, flex, hub kernels) keeps running the target's ordinary
+    # forwards; `tree_attention` routes the verify forward alone to a tree-capable attention. Eager takes the
+    # tree mask as it is.
+    install_tree_attention()
+    routable = implementation is not None and not implementation.startswith("paged") and routes_tree_attention(
+        implementation
+    )
+    if implementation != "eager" and not routable:
         raise ValueError(
-            f"Tree verification needs an attention backend that takes an arbitrary 4D mask; the target uses "
-            f"{implementation!r}. Switch it with `target.set_attn_implementation('sdpa')`, or load it with "
-            f"`attn_implementation='sdpa'` (or 'eager')."
+            f"The target's attention backend {implementation!r} cannot run tree verification (paged attention "
+            "needs a paged cache). Load it with `attn_implementation='sdpa'` (or a flash-attention backend), or "
+            "switch with `target.set_attn_implementation('sdpa')`."
         )
 
 
@@ -147,7 +154,7 @@ def check_head_fits_target(head: JetSpecDraftModel, target: PreTrainedModel) -> 
             f"The draft head's `dflash_config.mask_token_id` must be a token id of the target's vocabulary, "
             f"got {mask_token_id!r}."
         )
-    if head.config._attn_implementation not in SUPPORTED_ATTENTION:
+    if head.config._attn_implementation not in HEAD_ATTENTION:
         raise ValueError(
             f"The draft head uses attention backend {head.config._attn_implementation!r}; it needs 'sdpa' or "
             "'eager' (its block mask is explicit). Load it with `attn_implementation='sdpa'`."
@@ -204,7 +211,7 @@ def count_left_padding(attention_mask: torch.Tensor | None) -> int:
 
 
 __all__ = [
-    "SUPPORTED_ATTENTION",
+    "HEAD_ATTENTION",
     "TreeSettings",
     "TREE_SETTING_NAMES",
     "check_head_fits_target",

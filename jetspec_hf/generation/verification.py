@@ -8,26 +8,18 @@ target.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
 from .capture import TappedLayerCapture
 from .tree import DraftTree
+from .tree_attention import TREE_MASK_KWARG, TreeAttentionMask, routes_tree_attention
 
 
-def tree_attention_mask(tree: DraftTree, prefix_length: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """Additive mask `(1, 1, N, prefix_length + N)`: each node sees the whole prefix and exactly its ancestors.
-
-    Additive (0 / dtype min) rather than bool because the eager backend adds a bool mask as 0/1. The tree block is
-    built on the host and sent in one transfer.
-    """
-    size = len(tree)
-    tree_block = np.where(tree.ancestor_matrix(), 0.0, torch.finfo(dtype).min).astype(np.float32)
-    mask = torch.zeros(1, 1, size, prefix_length + size, dtype=dtype, device=device)
-    mask[0, 0, :, prefix_length:] = torch.from_numpy(tree_block).to(device=device, dtype=dtype)
-    return mask
+# A 4D mask makes transformers' mask builders return it untouched (no causal mask is built for the verify); the
+# routed attention functions never read it, they read the `TreeAttentionMask` keyword instead.
+_PREPARED_MASK_PLACEHOLDER = torch.empty(1, 1, 0, 0)
 
 
 def verify_tree(
@@ -42,17 +34,19 @@ def verify_tree(
 
     Returns the logits of every node `(N, V)` (row `n` is the target's next-token logits for the path root→n) and
     the tapped features of every node `(1, N, k*H)`. The cache grows by N rows, in node order.
+
+    The attention of every backend but eager is routed to `tree_attention_forward` for this forward only (prefix
+    and tree attended apart, no `N × (P + N)` mask); an eager target gets the materialised additive mask.
     """
     tokens = torch.tensor([tree.tokens], device=device)
     position_ids = torch.tensor([tree.depths], device=device) + prefix_length
-    mask = tree_attention_mask(tree, prefix_length, target.dtype, device)
+    mask = TreeAttentionMask.from_ancestors(tree.ancestor_matrix(), prefix_length, device)
+    if routes_tree_attention(target.config._attn_implementation):
+        attention = {"attention_mask": _PREPARED_MASK_PLACEHOLDER, TREE_MASK_KWARG: mask}
+    else:
+        attention = {"attention_mask": mask.to_additive_mask(target.dtype)}
     outputs = target(
-        input_ids=tokens,
-        position_ids=position_ids,
-        attention_mask=mask,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=0,
+        input_ids=tokens, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=0, **attention
     )
     return outputs.logits[0], capture.features()
 
@@ -81,4 +75,4 @@ def prefill(
     return outputs.logits[0, -1:], torch.cat(features, dim=1) if len(features) > 1 else features[0]
 
 
-__all__ = ["prefill", "tree_attention_mask", "verify_tree"]
+__all__ = ["prefill", "verify_tree"]

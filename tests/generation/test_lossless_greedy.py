@@ -160,3 +160,85 @@ def test_greedy_with_prefix_dependent_processors(dense_pair, processors):
         got = target.generate(prompt, do_sample=False, max_new_tokens=20, assistant_model=head, tree_budget=32,
                               **processors)
         assert torch.equal(got, expected), f"prompt {seed}"
+
+
+def test_first_token_from_the_prefill_under_every_stopping_rule(dense_pair):
+    # The first new token comes from the prefill's logits: every rule must be able to stop right there.
+    target, head = dense_pair
+    tokenizer = tiny_tokenizer()
+    for seed, length in PROMPTS:
+        prompt = random_prompt(seed, length)
+        first = target.generate(prompt, do_sample=False, max_new_tokens=1)[0, -1].item()
+        settings = [
+            dict(max_new_tokens=1),
+            dict(max_length=length + 1),
+            dict(max_new_tokens=10, eos_token_id=first),
+            dict(max_new_tokens=10, stopping_criteria=StoppingCriteriaList([StopAfterToken(first, length)])),
+            dict(max_new_tokens=10, stop_strings=tokenizer.decode([first]), tokenizer=tokenizer),
+        ]
+        for kwargs in settings:
+            expected = target.generate(prompt, do_sample=False, **kwargs)
+            got = target.generate(prompt, do_sample=False, assistant_model=head, tree_budget=16, **kwargs)
+            assert torch.equal(got, expected), (seed, kwargs)
+            assert got.shape[1] == length + 1
+
+
+def _repeating_prompt(seed, period, length):
+    """A prompt that repeats a random pattern: its continuation tends to copy, which prompt lookup can guess."""
+    pattern = random_prompt(seed, period)
+    return pattern.repeat(1, length // period + 1)[:, :length]
+
+
+@pytest.mark.parametrize("budget", [2, 8, 32])
+@pytest.mark.parametrize("lookup_tokens", [1, 4, 10])
+def test_hybrid_tree_with_prompt_lookup_equals_plain(dense_pair, budget, lookup_tokens):
+    target, head = dense_pair
+    prompts = [random_prompt(seed, length) for seed, length in PROMPTS[1:4]]
+    prompts += [_repeating_prompt(seed, period, 24) for seed, period in ((7, 3), (8, 5))]
+    for prompt in prompts:
+        for new_tokens in (1, 9, 30):
+            expected = target.generate(prompt, do_sample=False, max_new_tokens=new_tokens)
+            got = target.generate(prompt, do_sample=False, max_new_tokens=new_tokens, assistant_model=head,
+                                  tree_budget=budget, prompt_lookup_num_tokens=lookup_tokens,
+                                  return_dict_in_generate=True)
+            assert torch.equal(got.sequences, expected)
+            assert len(got.lookup_lengths) == len(got.accepted_lengths)
+
+
+def test_hybrid_tree_stops_inside_accepted_lookup_chains(dense_pair):
+    # The tiny random target falls into loops, where lookup chains get accepted; stop rules must then cut inside
+    # them exactly where plain decoding stops.
+    target, _ = dense_pair
+    # A head with no opinion (uniform logits: its final norm is zeroed) leaves the budget to the lookup chains, so
+    # the random target's loops get accepted through them.
+    head = tiny_head(target)
+    with torch.no_grad():
+        head.norm.weight.zero_()
+    tokenizer = tiny_tokenizer()
+    checked = 0
+    for seed in range(12):
+        prompt = _repeating_prompt(seed, 2 + seed % 4, 30)
+        length = prompt.shape[1]
+        run = target.generate(prompt, do_sample=False, max_new_tokens=40, assistant_model=head, tree_budget=8,
+                              prompt_lookup_num_tokens=8, return_dict_in_generate=True)
+        generated = run.sequences[0, length:].tolist()
+        start = length + 1  # the first new token comes from the prefill
+        for committed, from_lookup in zip(run.accepted_lengths, run.lookup_lengths):
+            if from_lookup >= 3:
+                position = start + 1  # strictly inside the accepted chain
+                new_tokens = position - length + 1
+                token = generated[new_tokens - 1]
+                settings = [dict(max_new_tokens=new_tokens),
+                            dict(max_new_tokens=40, stop_strings=tokenizer.decode(generated[new_tokens - 2:new_tokens]),
+                                 tokenizer=tokenizer)]
+                if token not in generated[: new_tokens - 1]:
+                    settings.append(dict(max_new_tokens=40, eos_token_id=token))
+                for kwargs in settings:
+                    expected = target.generate(prompt, do_sample=False, **kwargs)
+                    got = target.generate(prompt, do_sample=False, assistant_model=head, tree_budget=8,
+                                          prompt_lookup_num_tokens=8, **kwargs)
+                    assert torch.equal(got, expected), (seed, kwargs)
+                    checked += 1
+                break
+            start += committed
+    assert checked >= 4

@@ -473,3 +473,25 @@ def test_plain_and_tree_forwards_from_two_threads(sdpa_target, backend):
     for thread in threads:
         thread.join()
     assert not failures, failures
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_whole_tree_path_on_a_flash_like_target_equals_plain(moe, tree_calls):
+    # Prefill and plain decoding run on the target's own ("flash") kernel; every verify forward on the tree
+    # function (the MoE model takes no prepared mask dict, so the mask travels as a keyword there).
+    import jetspec_hf
+    from tiny_models import tiny_head
+
+    stand_in_target = jetspec_hf.enable(tiny_target(CAUSAL_ONLY, moe=moe))
+    head = tiny_head(stand_in_target)
+    reference = tiny_target("sdpa", moe=moe)  # same seed, same weights
+    for seed, length in ((0, 1), (1, 6), (2, 19)):
+        prompt = random_prompt(seed, length)
+        expected = reference.generate(prompt, do_sample=False, max_new_tokens=14)
+        calls_before = tree_calls["count"]
+        got = stand_in_target.generate(prompt, do_sample=False, max_new_tokens=14, assistant_model=head,
+                                       tree_budget=16, return_dict_in_generate=True)
+        assert torch.equal(got.sequences, expected)
+        verify_forwards = len(got.accepted_lengths)
+        assert tree_calls["count"] - calls_before == verify_forwards * stand_in_target.config.num_hidden_layers
+    assert stand_in_target.config._attn_implementation == CAUSAL_ONLY

@@ -49,24 +49,15 @@ def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, me
         (dict(tree_width=0), "tree_width"),
         (dict(tree_depth=0), "tree_depth"),
         (dict(tree_depth=8), "tree_depth"),
-        (dict(num_beams=2), "Beam search"),
-        (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
-        (dict(stop_strings="ab"), "tokenizer"),
-        (dict(use_cache=False), "KV cache"),
+        (dict(tree_expansion="beam"), "tree_expansion"),
+        (dict(prompt_lookup_num_tokens=4, tree_expansion="fanout"), "node-level trees only"),
     ],
 )
-def test_unsupported_generate_arguments(pair, monkeypatch, kwargs, message):
+def test_tree_settings_out_of_range(pair, monkeypatch, kwargs, message):
     target, head = pair
     _no_forward(monkeypatch, target)
     with pytest.raises(ValueError, match=message):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
-
-
-def test_batch_size_above_one(pair, monkeypatch):
-    target, head = pair
-    _no_forward(monkeypatch, target)
-    with pytest.raises(ValueError, match="one sequence at a time"):
-        target.generate(torch.cat([random_prompt(0, 5), random_prompt(1, 5)]), max_new_tokens=4, assistant_model=head)
 
 
 def test_non_qwen3_target():
@@ -82,11 +73,12 @@ def test_sliding_window_target():
         jetspec_hf.enable(target)
 
 
-def test_attention_backend_without_tree_masks(pair, monkeypatch):
+def test_paged_attention_target_is_refused(pair, monkeypatch):
     target, head = pair
-    target.config._attn_implementation = "flash_attention_2"  # what a flash-attention target reports
+    target.config._attn_implementation = "paged|sdpa"
     try:
-        with pytest.raises(ValueError, match="set_attn_implementation\\('sdpa'\\)"):
+        _no_forward(monkeypatch, target)
+        with pytest.raises(ValueError, match="cannot run tree verification"):
             target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head)
     finally:
         target.config._attn_implementation = "sdpa"
@@ -97,3 +89,24 @@ def test_head_on_a_target_that_was_not_enabled():
     head = tiny_head(target)
     with pytest.raises(jetspec_hf.modeling_jetspec.JetSpecNotEnabledError, match=r"jetspec_hf.enable\(target\)"):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head)
+
+
+def test_a_head_left_in_its_config_dtype_next_to_a_float32_target_is_reported_once(tmp_path, caplog):
+    target = jetspec_hf.enable(tiny_target())
+    tiny_head(target).to(torch.bfloat16).save_pretrained(tmp_path)  # bf16 weights and config, as released heads
+    loaded_default = jetspec_hf.JetSpecDraftModel.from_pretrained(tmp_path)  # no dtype: the config's bfloat16
+    assert loaded_default.dtype == torch.bfloat16
+    prompt = random_prompt(0, 5)
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            target.generate(prompt, do_sample=False, max_new_tokens=4, assistant_model=loaded_default)
+    warnings = [record for record in caplog.records if "dtype=target.dtype" in record.getMessage()]
+    assert len(warnings) == 1 and "torch.bfloat16" in warnings[0].getMessage()
+
+    caplog.clear()
+    matching = jetspec_hf.JetSpecDraftModel.from_pretrained(tmp_path, dtype=torch.float32)
+    chosen = jetspec_hf.JetSpecDraftModel.from_pretrained(tmp_path, dtype=torch.bfloat16)  # asked for: kept quiet
+    with caplog.at_level("WARNING"):
+        for head_variant in (matching, chosen):
+            target.generate(prompt, do_sample=False, max_new_tokens=4, assistant_model=head_variant)
+    assert not [record for record in caplog.records if "JetSpec" in record.getMessage()]

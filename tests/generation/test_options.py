@@ -1,0 +1,134 @@
+"""Every `generate` option the tree path cannot honour is refused by name, before anything runs or streams."""
+
+import sys
+import threading
+
+import pytest
+import torch
+from transformers import GenerationConfig, TextIteratorStreamer
+from transformers.cache_utils import StaticCache
+from transformers.generation.streamers import BaseStreamer
+
+import jetspec_hf
+from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target = jetspec_hf.enable(tiny_target())
+    return target, tiny_head(target)
+
+
+class RecordingStreamer(BaseStreamer):
+    def __init__(self):
+        self.events = []
+
+    def put(self, value):
+        self.events.append("put")
+
+    def end(self):
+        self.events.append("end")
+
+
+@pytest.fixture
+def no_forward(pair, monkeypatch):
+    """Fail the test if the target runs any forward."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the input was checked")
+
+    monkeypatch.setattr(pair[0].model, "forward", refuse)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_beams=2), "Beam search"),
+        (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
+        (dict(stop_strings="ab"), "tokenizer"),
+        (dict(use_cache=False), "KV cache"),
+        (dict(cache_implementation="static"), "cache_implementation='static'"),
+        (dict(output_attentions=True), "`output_attentions`"),
+        (dict(output_hidden_states=True), "`output_hidden_states`"),
+        (dict(dola_layers="high"), "`dola_layers`"),
+        (dict(penalty_alpha=0.6, top_k=4), "`penalty_alpha`"),
+        (dict(guidance_scale=1.5), "`guidance_scale`"),
+        (dict(token_healing=True), "`token_healing`"),
+        (dict(num_assistant_tokens=5), "`num_assistant_tokens`"),
+        (dict(assistant_confidence_threshold=0.3), "`assistant_confidence_threshold`"),
+        (dict(max_matching_ngram_size=2, prompt_lookup_num_tokens=3), "`max_matching_ngram_size`"),
+        (dict(position_ids=torch.arange(5)[None]), "`position_ids`"),
+    ],
+)
+def test_each_unsupported_option_is_refused_by_name(pair, no_forward, kwargs, message):
+    target, head = pair
+    with pytest.raises(ValueError, match=message):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
+
+
+def test_options_set_in_a_generation_config_are_checked_too(pair, no_forward):
+    target, head = pair
+    with pytest.raises(ValueError, match="`output_hidden_states`"):
+        target.generate(random_prompt(0, 5), generation_config=GenerationConfig(output_hidden_states=True,
+                        max_new_tokens=4), assistant_model=head)
+
+
+def test_inputs_embeds_batches_and_static_caches_are_refused(pair, no_forward):
+    target, head = pair
+    embeds = torch.zeros(1, 5, target.config.hidden_size)
+    with pytest.raises(ValueError, match="`inputs_embeds`"):
+        target.generate(inputs_embeds=embeds, max_new_tokens=4, assistant_model=head)
+    with pytest.raises(ValueError, match="one sequence at a time"):
+        target.generate(torch.cat([random_prompt(0, 5), random_prompt(1, 5)]), max_new_tokens=4, assistant_model=head)
+    with pytest.raises(ValueError, match="DynamicCache"):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head,
+                        cache=StaticCache(config=target.config, max_cache_len=32))
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_cache=False), dict(cache_implementation="static"), dict(num_beams=2)])
+def test_refusals_come_before_the_prompt_is_streamed(pair, kwargs):
+    target, head = pair
+    streamer = RecordingStreamer()
+    with pytest.raises(ValueError):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, streamer=streamer, **kwargs)
+    assert streamer.events == []
+
+
+def test_a_streamer_gets_end_when_generation_fails_midway(pair, monkeypatch):
+    target, head = pair
+    tokenizer = tiny_tokenizer()
+    streamer = TextIteratorStreamer(tokenizer, timeout=30)
+    consumer_finished = threading.Event()
+
+    def consume():
+        list(streamer)  # returns once end() is called; a missing end() would time out and raise here
+        consumer_finished.set()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(sys.modules["jetspec_hf.generation.tree_decoding"], "verify_tree", fail)
+    with pytest.raises(RuntimeError, match="device lost"):
+        target.generate(random_prompt(2, 5), max_new_tokens=8, assistant_model=head, streamer=streamer)
+    consumer.join(timeout=30)
+    assert consumer_finished.is_set()
+
+
+def test_a_plain_call_and_a_generation_config_call_warn_no_more_than_plain(pair, caplog, recwarn):
+    target, head = pair
+    prompt = random_prompt(3, 5)
+    config = GenerationConfig(max_new_tokens=6, do_sample=False)
+    with caplog.at_level("WARNING"):
+        target.generate(prompt, generation_config=config)
+        target.generate(prompt, max_new_tokens=6, do_sample=False)
+    plain_messages = {record.getMessage() for record in caplog.records} | {str(w.message) for w in recwarn}
+    caplog.clear()
+    recwarn.clear()
+    with caplog.at_level("WARNING"):
+        target.generate(prompt, generation_config=config, assistant_model=head)
+        target.generate(prompt, max_new_tokens=6, do_sample=False, assistant_model=head)
+    tree_messages = {record.getMessage() for record in caplog.records} | {str(w.message) for w in recwarn}
+    assert tree_messages <= plain_messages
