@@ -7,10 +7,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3Config
 
-# The released checkpoints were written by a `Qwen3PreTrainedModel` subclass, so their config.json says
-# `"model_type": "qwen3"` and `"architectures": ["DFlashDraftModel"]`. We accept that spelling on load.
-RELEASED_MODEL_TYPE = "qwen3"
-RELEASED_ARCHITECTURE = "DFlashDraftModel"
+# The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
+from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
