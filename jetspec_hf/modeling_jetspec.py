@@ -14,7 +14,7 @@ import os
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import AutoModel, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -28,7 +28,7 @@ from transformers.models.qwen3.modeling_qwen3 import (
 )
 
 from .configuration_jetspec import JetSpecConfig
-from .released_format import released_config_dict
+from .released_format import guard_auto_model, released_config_dict
 
 
 class JetSpecNotEnabledError(RuntimeError):
@@ -357,5 +357,10 @@ def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -
     except OSError:
         return None
 
+
+# Registered when this module loads: AutoModel builds a JetSpecDraftModel from `model_type: jetspec`, and refuses a
+# released-format head (`model_type: qwen3`) instead of building a plain Qwen3Model from it.
+AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
+guard_auto_model()
 
 __all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask"]

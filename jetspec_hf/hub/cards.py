@@ -16,6 +16,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..configuration_jetspec import JetSpecConfig
+from .files import TRAINING_RECORD_FILES
 
 # Templates live at the top of the source tree (`hub_cards/`), next to the package; a wheel install puts them
 # under `<prefix>/share/jetspec_hf/hub_cards` (pyproject's data-files).
@@ -26,9 +27,6 @@ TEMPLATE_DIRS = (
 HEAD_TEMPLATE = "draft_head.md.j2"
 CAUSAL_LM_TEMPLATE = "causal_lm.md.j2"
 
-TRAINING_ARGS_FILE = "training_args.json"
-# Training records looked for in a model folder, in this order: the head trainer's, then the bundled LM scripts'.
-TRAINING_RECORD_FILES = (TRAINING_ARGS_FILE, "training_summary.json")
 
 HEAD_TAGS = ("speculative-decoding", "jetspec", "draft-head", "qwen3")
 # Hub convention for repositories that ship `custom_generate/generate.py`.

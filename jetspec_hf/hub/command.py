@@ -8,8 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cards import TRAINING_RECORD_FILES, count_safetensors_parameters, find_training_record, render_causal_lm_card
-from .folder import CARD_FILE, prepare_hub_folder, push_head_to_hub
+from .files import CARD_FILE, TRAINING_RECORD_FILES
 
 DESCRIPTION = """\
 Render the model card (README.md) of a draft head or of a plain causal LM folder.
@@ -69,6 +68,8 @@ def is_draft_head_folder(folder: Path) -> bool:
 def _causal_lm_card(args: argparse.Namespace, output: Path, repo_id: str | None) -> Path:
     from transformers import AutoConfig
 
+    from .cards import count_safetensors_parameters, find_training_record, render_causal_lm_card
+
     if output.resolve() != args.folder.resolve():
         shutil.copytree(args.folder, output, dirs_exist_ok=True)
     training_args = args.training_args or find_training_record(args.folder)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repo-id {args.repo_id} and --push-to {args.push_to} name different repositories")
     repo_id = args.repo_id or args.push_to
     output = args.output or args.folder
+    from .folder import prepare_hub_folder, push_head_to_hub  # loads torch: after the arguments are checked
 
     if is_draft_head_folder(args.folder):
         if not args.base_model:

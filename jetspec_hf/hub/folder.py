@@ -12,32 +12,12 @@ from huggingface_hub import HfApi
 
 from ..configuration_jetspec import JetSpecConfig
 from ..modeling_jetspec import JetSpecDraftModel
-from .cards import (
-    TRAINING_ARGS_FILE,
-    count_safetensors_parameters,
-    find_training_record,
-    read_json,
-    render_head_card,
-)
+from .cards import count_safetensors_parameters, find_training_record, read_json, render_head_card
+from .files import BENCH_FILE, CARD_FILE, COPIED_FILES
 from .remote_code import CUSTOM_GENERATE_DIR, read_head_location, write_custom_generate
 
 logger = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
-BENCH_FILE = "bench_results.json"
-# Files of a training output folder that belong in the repository as they are: the target's tokenizer (the trainer
-# saves it beside the head, handy for users) and the training record.
-COPIED_FILES = (
-    TRAINING_ARGS_FILE,
-    "eval_results.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 # Never uploaded: byte-code and local caches that a folder may pick up while being tested.
 UPLOAD_IGNORE_PATTERNS = ["**/__pycache__/**", "*.pyc", ".cache/**", "**/.ipynb_checkpoints/**"]
 

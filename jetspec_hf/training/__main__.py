@@ -14,8 +14,6 @@ import random
 import sys
 from pathlib import Path
 
-import torch
-
 DESCRIPTION = __doc__.split("\n\n")[0]
 EPILOG = """examples:
   python -m jetspec_hf.training generate-data --target TARGET --prompts prompts.jsonl \\
@@ -137,17 +135,19 @@ def load_target_and_tokenizer(args, parser: argparse.ArgumentParser):
     """The target causal LM (eval mode, frozen) and its tokenizer, with input errors turned into CLI errors."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    import jetspec_hf  # noqa: F401  (registers the jetspec model type so that a head folder is recognised)
+    from ..configuration_jetspec import JetSpecConfig  # also registers `model_type: jetspec`: a head is recognised
 
     try:
         config = AutoConfig.from_pretrained(args.target)
     except (OSError, ValueError) as error:
         parser.error(f"--target {args.target}: cannot read a model config ({error})")
-    if config.model_type == "jetspec" or getattr(config, "dflash_config", None) is not None:
+    if isinstance(config, JetSpecConfig) or getattr(config, "dflash_config", None) is not None:
         parser.error(f"--target {args.target} is a draft head, not a target model.")
     if not config.model_type.startswith("qwen3"):
         print(f"warning: target model_type is {config.model_type!r}; heads are designed for Qwen3 targets",
               file=sys.stderr)
+    import torch
+
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.target_dtype]
     target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype,
                                                   attn_implementation=args.attn_implementation)
@@ -170,6 +170,8 @@ def run_generate_data(args, parser) -> int:
 
     if args.chat_template is False and args.system_prompt:
         parser.error("--system-prompt needs --chat-template.")
+    import torch
+
     target, tokenizer = load_target_and_tokenizer(args, parser)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     target.to(device)
@@ -265,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     # Errors are reported by the subcommand's own parser, so the usage line shown is the relevant one.
     if args.command == "generate-data":
