@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..extras import require_extra
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # The repository root, found from this file (editable installs and source checkouts keep `examples/` beside the
@@ -21,6 +23,14 @@ BUNDLED = {
     "dflash_head": BUNDLED_MODELS / "dflash_head",
     "draft_lm": BUNDLED_MODELS / "draft_lm",
 }
+
+
+def require_bench_extras(dataset: str) -> None:
+    """Check, before any model is loaded, the optional packages this run will need: matplotlib for the plot every
+    run ends with, and `datasets` when the prompts are not a JSON Lines file."""
+    require_extra("bench", "matplotlib", purpose="The benchmark plot (benchmark.png)")
+    if Path(dataset).suffix not in {".jsonl", ".json"}:
+        require_extra("bench", "datasets", purpose=f"Reading prompts from {dataset!r} (not a .jsonl file)")
 
 
 @dataclass
@@ -105,4 +115,13 @@ def describe_environment(device: str, dtype_name: str) -> dict:
     return environment
 
 
-__all__ = ["BUNDLED", "BUNDLED_PROMPTS", "BenchModels", "DTYPES", "REPO_ROOT", "describe_environment", "load_models"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_PROMPTS",
+    "BenchModels",
+    "DTYPES",
+    "REPO_ROOT",
+    "describe_environment",
+    "load_models",
+    "require_bench_extras",
+]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from .loading import DTYPES, REPO_ROOT, describe_environment, load_models
+from .loading import DTYPES, REPO_ROOT, describe_environment, load_models, require_bench_extras
 from .measure import MethodResult, profile_method, run_method
 from .methods import MethodSettings, build_methods
 from .options import parse_args
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    require_bench_extras(args.dataset)
     report, results = run_benchmark(args)
     report["command"] = shlex.join(["jetspec-hf", "bench", *argv])
 

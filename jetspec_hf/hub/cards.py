@@ -16,6 +16,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..configuration_jetspec import JetSpecConfig
+from ..extras import require_extra
 from .files import TRAINING_RECORD_FILES
 
 # Templates live at the top of the source tree (`hub_cards/`), next to the package; a wheel install puts them
@@ -34,6 +35,11 @@ CUSTOM_GENERATE_TAG = "custom_generate"
 
 # The Markdown shown where a value is unknown.
 MISSING = "–"
+
+
+def require_card_extras() -> None:
+    """Cards are Jinja templates: check for jinja2 (the `hub` extra) before anything is rendered or written."""
+    require_extra("hub", "jinja2", purpose="Rendering a model card")
 
 
 def template_path(name: str) -> Path:
@@ -332,6 +338,7 @@ def render_head_card(
         datasets, language, extra_tags: more metadata.
         template: another template file instead of `hub_cards/draft_head.md.j2`.
     """
+    require_card_extras()
     card_data = head_card_data(
         config, base_model=base_model, license=license, custom_generate=custom_generate, datasets=datasets,
         language=language, extra_tags=extra_tags,
@@ -397,6 +404,7 @@ def render_causal_lm_card(
         description: free text shown under the title.
         The other arguments mean what they mean for `render_head_card`.
     """
+    require_card_extras()
     tags = [tag for tag in [getattr(config, "model_type", None), *(extra_tags or [])] if tag]
     card_data = ModelCardData(
         library_name="transformers",

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..extras import MissingExtraError, require_extra
 from .files import CARD_FILE, TRAINING_RECORD_FILES
 
 DESCRIPTION = """\
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repo-id {args.repo_id} and --push-to {args.push_to} name different repositories")
     repo_id = args.repo_id or args.push_to
     output = args.output or args.folder
+    try:
+        require_extra("hub", "jinja2", purpose="Rendering a model card")
+    except MissingExtraError as error:
+        parser.error(str(error))
     from .folder import prepare_hub_folder, push_head_to_hub  # loads torch: after the arguments are checked
 
     if is_draft_head_folder(args.folder):

@@ -12,7 +12,13 @@ from huggingface_hub import HfApi
 
 from ..configuration_jetspec import JetSpecConfig
 from ..modeling_jetspec import JetSpecDraftModel
-from .cards import count_safetensors_parameters, find_training_record, read_json, render_head_card
+from .cards import (
+    count_safetensors_parameters,
+    find_training_record,
+    read_json,
+    render_head_card,
+    require_card_extras,
+)
 from .files import BENCH_FILE, CARD_FILE, COPIED_FILES
 from .remote_code import CUSTOM_GENERATE_DIR, read_head_location, write_custom_generate
 
@@ -65,6 +71,7 @@ def prepare_hub_folder(
     Returns:
         `output_dir` as a `Path`.
     """
+    require_card_extras()
     output_dir = Path(output_dir)
     source_dir = None if isinstance(head, JetSpecDraftModel) else Path(head)
     in_place = source_dir is not None and output_dir.exists() and source_dir.resolve() == output_dir.resolve()
