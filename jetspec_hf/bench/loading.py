@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..extras import require_extra
+from ..weights_fingerprint import folder_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -85,6 +86,22 @@ def load_models(
     )
 
 
+def head_weights_fingerprint(location: str | None) -> str | None:
+    """The weights fingerprint (`jetspec_hf.weights_fingerprint`) of the head at a folder or cached repo id, as
+    stored on disk: what a model card checks a bench report against. `None` when the files cannot be found."""
+    if location is None:
+        return None
+    folder = Path(location)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(location, allow_patterns=["*.safetensors"], local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached, or not a repo id: the report simply records no fingerprint
+            return None
+    return folder_fingerprint(folder)
+
+
 def _cpu_name() -> str:
     # /proc/cpuinfo names the model on Linux; platform.processor() is often empty there.
     try:
@@ -122,6 +139,7 @@ __all__ = [
     "DTYPES",
     "REPO_ROOT",
     "describe_environment",
+    "head_weights_fingerprint",
     "load_models",
     "require_bench_extras",
 ]

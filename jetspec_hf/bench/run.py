@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from .loading import DTYPES, REPO_ROOT, describe_environment, load_models, require_bench_extras
+from .loading import (
+    DTYPES,
+    REPO_ROOT,
+    describe_environment,
+    head_weights_fingerprint,
+    load_models,
+    require_bench_extras,
+)
 from .measure import MethodResult, profile_method, run_method
 from .methods import MethodSettings, build_methods
 from .options import parse_args
@@ -103,6 +110,9 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         "target": _display_path(args.target),
         "head": _display_path(args.head),
         "dflash_head": _display_path(args.dflash_head),
+        # Which weights were measured: a model card refuses results recorded for other weights.
+        "head_fingerprint": head_weights_fingerprint(args.head),
+        "dflash_head_fingerprint": head_weights_fingerprint(args.dflash_head),
         "draft_lm": _display_path(args.draft_lm),
         "prompts": {
             "source": _display_path(args.dataset),
