@@ -8,16 +8,15 @@ from pathlib import Path
 
 import torch
 
+from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS
 from ..extras import require_extra
 from ..weights_fingerprint import folder_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# The repository root, found from this file (editable installs and source checkouts keep `examples/` beside the
-# package); the bundled models and prompts live under it.
+# Where a checkout's files are reported from: paths under it (the bundled models resolve to examples/models/) are
+# written relative to it, so that a committed report reads the same on every machine.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_MODELS = REPO_ROOT / "examples" / "models"
-BUNDLED_PROMPTS = REPO_ROOT / "examples" / "data" / "heldout_prompts.jsonl"
+# The defaults when no --target is given: the bundled pair and prompts, shipped as package data.
 BUNDLED = {
     "target": BUNDLED_MODELS / "target",
     "head": BUNDLED_MODELS / "jetspec_head",
