@@ -68,8 +68,7 @@ def released_config(causal=True, dtype_key="dtype"):
 
 
 def write_released_checkpoint(folder, causal=True, dtype_key="dtype"):
-    """A folder exactly as the released JetSpec/DFlash heads are published (docs/design.md, "The released
-    checkpoint format")."""
+    """A folder exactly as the released JetSpec/DFlash heads are published (docs/design.md §6)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(released_config(causal, dtype_key), indent=2) + "\n")
     weights = released_weights()
