@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS
+from ..dtypes import DTYPE_NAMES, torch_dtype
 from ..extras import require_extra
 from ..weights_fingerprint import folder_fingerprint
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 # Where a checkout's files are reported from: paths under it (the bundled models resolve to examples/models/) are
 # written relative to it, so that a committed report reads the same on every machine.
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,9 @@
 
 Modules, one job each: `data` (self-distillation data), `features` (tapped target features, cached or not),
 `objective` (the packed multi-block loss), `batches` (deterministic batches), `heads` (head config from the
-target's), `trainer` (the accelerate loop). The command line is `python -m jetspec_hf.training` /
-`jetspec-hf train`.
+target's), `arguments` (the settings, from which the command line is built), `schedule` (learning rate),
+`checkpoints` (saving and resuming), `run_folder` (the run's folders and log), `evaluation` (held-out numbers),
+`trainer` (the accelerate loop). The command line is `python -m jetspec_hf.training` / `jetspec-hf train`.
 
 Its names load on first use (see jetspec_hf/lazy_exports.py), so that `jetspec-hf train --help` imports no torch.
 """
@@ -15,7 +16,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "FeatureCache": ".features",
         "HeadTrainer": ".trainer",
-        "HeadTrainingArguments": ".trainer",
+        "HeadTrainingArguments": ".arguments",
         "ObjectiveSettings": ".objective",
         "TargetFeatureExtractor": ".features",
         "block_objective": ".objective",

@@ -17,9 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..generation.capture import TappedLayerCapture
+from ..log import progress_bar
 
 CACHE_MANIFEST = "manifest.json"
 CACHE_FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def build_feature_cache(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     shards = []
-    progress = tqdm(total=len(sequences), desc="caching features", disable=not show_progress, mininterval=5.0)
+    progress = progress_bar(total=len(sequences), desc="caching features", disable=not show_progress)
     for shard_index, shard_start in enumerate(range(0, len(sequences), shard_size)):
         shard_sequences = sequences[shard_start : shard_start + shard_size]
         feature_rows, final_rows = [], []
