@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
+from ..log import progress_bar
 from .loading import (
     DTYPES,
     REPO_ROOT,
@@ -86,24 +87,32 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     methods = build_methods(models, settings)
     _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
 
+    # One bar over every generate call of the run, so that the whole benchmark has an ETA; each method's own bar
+    # shows beneath it while that method runs.
+    profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
+    runnable = [method for method in methods if method.skipped_reason is None]
+    calls = len(runnable) * (args.warmup + len(prompts) * args.repeats)
+    calls += profile_count * sum(method.is_tree for method in runnable)
+    overall = progress_bar(total=calls, desc="benchmark", unit="call", disable=not progress, position=0)
+
     # Plain decoding first: its outputs are the reference every other method must reproduce.
-    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats)
+    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats, overall)
     _log(_summary_line(plain))
     results = [plain]
     for method in methods[1:]:
         results.append(
-            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats)
+            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats, overall)
         )
         _log(_summary_line(results[-1]))
 
     breakdown = {"unit": "milliseconds per round", "samples": 0, "methods": {}}
-    profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
     if profile_count > 0:
         breakdown["samples"] = profile_count
         for result in results:
             if result.method.is_tree and result.skipped_reason is None:
-                profiler = profile_method(result.method, prompts[:profile_count], progress)
+                profiler = profile_method(result.method, prompts[:profile_count], progress, overall)
                 breakdown["methods"][result.method.name] = round_breakdown(result.method, profiler, profile_count)
+    overall.close()
 
     report = {
         "environment": describe_environment(args.device, args.dtype),
