@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _card_settings(args: argparse.Namespace, repo_id: str | None) -> dict:
+    """What both kinds of card take from the command line."""
+    return dict(repo_id=repo_id, model_name=args.model_name, license=args.license,
+                training_data=args.training_data, base_model=args.base_model)
+
+
 def _causal_lm_card(args: argparse.Namespace, output: Path, repo_id: str | None) -> None:
     """A plain causal LM's card, in a copy of its repository files (or in place)."""
     from transformers import AutoConfig
@@ -82,12 +88,8 @@ def _causal_lm_card(args: argparse.Namespace, output: Path, repo_id: str | None)
         num_parameters=count_safetensors_parameters(args.folder),
         role=args.role,
         training_args=args.training_args or find_training_record(args.folder),
-        training_data=args.training_data,
-        base_model=args.base_model,
-        repo_id=repo_id,
-        model_name=args.model_name,
-        license=args.license,
         extra_tags=args.tags,
+        **_card_settings(args, repo_id),
     )
     if not args.in_place:
         for name in repository_files(args.folder):
@@ -128,16 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             prepare_hub_folder(
                 args.folder,
                 output,
-                base_model=args.base_model,
                 bench_json=args.bench_json,
-                license=args.license,
-                repo_id=repo_id,
                 training_args=args.training_args,
-                training_data=args.training_data,
-                model_name=args.model_name,
                 custom_generate=not args.no_custom_generate,
                 tags=args.tags,
                 overwrite=args.overwrite,
+                **_card_settings(args, repo_id),
             )
         except (FileExistsError, ValueError) as error:
             parser.error(str(error))
