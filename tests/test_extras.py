@@ -52,3 +52,22 @@ def test_bench_without_matplotlib_stops_before_loading_models(tmp_path, monkeypa
     assert cli_main([*argv[:5], "--dataset", "gsm8k", *argv[7:]]) == 1
     assert 'Reading prompts from \'gsm8k\' (not a .jsonl file) needs datasets' in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_training_without_datasets_stops_before_loading_the_target(tmp_path, monkeypatch, capsys):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the target was loaded before the dependency check")
+
+    monkeypatch.setattr("jetspec_hf.training.__main__.load_target_and_tokenizer", must_not_load)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "abc"}) + "\n")
+    _uninstall(monkeypatch, "datasets")
+    with pytest.raises(SystemExit):
+        cli_main(["train", "generate-data", "--target", "t", "--dataset", str(prompts), "--output",
+                  str(tmp_path / "as_a_dataset_folder")])
+    assert 'needs datasets, which is not installed: pip install "jetspec_hf[train]"' in capsys.readouterr().err
+    assert not (tmp_path / "as_a_dataset_folder").exists()
+    # A JSONL in, a JSONL out: nothing optional is needed, and the command goes on to load the target.
+    with pytest.raises(AssertionError, match="the target was loaded"):
+        cli_main(["train", "generate-data", "--target", "t", "--dataset", str(prompts), "--output",
+                  str(tmp_path / "out.jsonl")])

@@ -3,7 +3,6 @@ the base model its card names, and showing bench results of this very head."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,8 +10,6 @@ from ..compatibility import head_fit_problems
 from ..weights_fingerprint import folder_fingerprint
 from .files import BENCH_FILE, CARD_FILE, is_draft_head_folder, read_json
 from .remote_code import CUSTOM_GENERATE_DIR, read_head_location
-
-logger = logging.getLogger(__name__)
 
 # The keys under which a bench report records the fingerprints of the heads it measured.
 BENCH_FINGERPRINT_KEYS = ("head_fingerprint", "dflash_head_fingerprint")

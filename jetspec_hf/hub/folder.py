@@ -7,12 +7,12 @@ files that would be replaced), and no existing file is replaced without `overwri
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..configuration_jetspec import JetSpecConfig
+from ..log import get_logger
 from ..modeling_jetspec import JetSpecDraftModel
 from ..weights_fingerprint import folder_fingerprint, state_dict_fingerprint
 from .card_facts import count_safetensors_parameters
@@ -21,7 +21,7 @@ from .checks import base_model_mismatch, bench_mismatch
 from .files import BENCH_FILE, CARD_FILE, COPIED_FILES, find_training_record, read_json
 from .remote_code import CUSTOM_GENERATE_DIR, write_custom_generate
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _files_to_write(source_dir: Path | None, in_place: bool, bench: bool, custom_generate: bool) -> list[str]:

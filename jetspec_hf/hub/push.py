@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import glob
-import logging
 from pathlib import Path
 
+from ..log import get_logger
 from .checks import check_hub_folder
 from .files import repository_files
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def push_head_to_hub(

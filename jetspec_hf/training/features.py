@@ -20,6 +20,7 @@ from torch import nn
 
 from ..generation.capture import TappedLayerCapture
 from ..log import progress_bar
+from .batches import Batch
 
 CACHE_MANIFEST = "manifest.json"
 CACHE_FORMAT_VERSION = 1
@@ -213,8 +214,23 @@ class FeatureCache:
         )
 
 
+class FeatureSource:
+    """Tapped target features for a batch: computed by the target on the fly, or read from a disk cache."""
+
+    def __init__(self, extractor: TargetFeatureExtractor, cache: FeatureCache | None, device):
+        self.extractor = extractor
+        self.cache = cache
+        self.device = device
+
+    def __call__(self, batch: Batch) -> TargetFeatures:
+        if self.cache is not None:
+            return self.cache.batch(batch.indices, batch.input_ids.shape[1], self.device)
+        return self.extractor(batch.input_ids)
+
+
 __all__ = [
     "FeatureCache",
+    "FeatureSource",
     "TargetFeatureExtractor",
     "TargetFeatures",
     "build_feature_cache",

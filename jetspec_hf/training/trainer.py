@@ -27,7 +27,7 @@ from ..dtypes import torch_dtype
 from ..log import get_logger, progress_bar
 from ..modeling_jetspec import JetSpecDraftModel
 from .arguments import HeadTrainingArguments
-from .batches import Batch, BatchSchedule, collate
+from .batches import Batch, BatchSchedule, collate, usable_records
 from .checkpoints import (
     CHECKPOINT_PREFIX,
     TrainingProgress,
@@ -38,7 +38,7 @@ from .checkpoints import (
 )
 from .data import fingerprint_sequences
 from .evaluation import evaluate_head
-from .features import FeatureCache, TargetFeatureExtractor, TargetFeatures, build_feature_cache
+from .features import FeatureCache, FeatureSource, TargetFeatureExtractor, TargetFeatures, build_feature_cache
 from .objective import block_objective
 from .run_folder import (
     EVAL_RESULTS_FILE,
@@ -57,30 +57,6 @@ def _accelerator_available() -> bool:
     if accelerator is not None:
         return bool(accelerator.is_available())
     return torch.cuda.is_available()
-
-
-def usable_records(records: list[dict], block_size: int, max_seq_len: int | None) -> list[dict]:
-    """Records truncated to `max_seq_len` that still hold at least one full block after their loss start."""
-    kept = []
-    for record in records:
-        ids = record["input_ids"][:max_seq_len] if max_seq_len else record["input_ids"]
-        if len(ids) - block_size >= max(1, record["prompt_length"]):
-            kept.append({"input_ids": ids, "prompt_length": record["prompt_length"]})
-    return kept
-
-
-class FeatureSource:
-    """Tapped target features for a batch: computed by the target on the fly, or read from a disk cache."""
-
-    def __init__(self, extractor: TargetFeatureExtractor, cache: FeatureCache | None, device):
-        self.extractor = extractor
-        self.cache = cache
-        self.device = device
-
-    def __call__(self, batch: Batch) -> TargetFeatures:
-        if self.cache is not None:
-            return self.cache.batch(batch.indices, batch.input_ids.shape[1], self.device)
-        return self.extractor(batch.input_ids)
 
 
 class HeadTrainer:
@@ -354,4 +330,4 @@ class HeadTrainer:
         return result
 
 
-__all__ = ["HeadTrainer", "HeadTrainingArguments", "find_latest_checkpoint", "usable_records"]
+__all__ = ["HeadTrainer", "HeadTrainingArguments", "find_latest_checkpoint"]

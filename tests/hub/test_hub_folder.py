@@ -17,9 +17,8 @@ from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.hub import check_hub_folder, main, prepare_hub_folder, push_head_to_hub, repository_files
 from jetspec_hf.hub.remote_code import collect_modules, read_head_location
 from jetspec_hf.hub.remote_generate import generate as remote_generate
-from jetspec_hf.weights_fingerprint import state_dict_fingerprint
 from test_modeling_jetspec import write_released_checkpoint
-from tiny_models import random_prompt, tiny_head
+from tiny_models import random_prompt
 
 REPO = "me/tiny-jetspec"
 BENCH = {"environment": {"device": "cpu", "dtype": "float32"},

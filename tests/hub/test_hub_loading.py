@@ -14,7 +14,6 @@ import transformers.utils.hub
 from huggingface_hub import constants
 from transformers import AutoModel
 
-import jetspec_hf  # noqa: F401  (registers the `jetspec` model type with the Auto classes)
 from hub_cache import add_to_hub_cache
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.hub import unresolved_repo_error

@@ -4,7 +4,6 @@ resumed run drops the log lines it writes again, and a checkpoint holds the weig
 import json
 
 import pytest
-import torch
 from tiny_models import tiny_target, tiny_tokenizer
 from training_helpers import repetitive_records, tiny_head_config
 
