@@ -18,7 +18,8 @@ def head_fit_problems(head_config, target_config) -> list[str]:
     num_layers = text_config.num_hidden_layers
     if head_config.num_target_layers is not None and head_config.num_target_layers != num_layers:
         problems.append(f"trained for a {head_config.num_target_layers}-layer target; this target has {num_layers}")
-    outside = [layer for layer in head_config.dflash_config.get("target_layer_ids") or [] if not 0 <= layer < num_layers]
+    tapped = head_config.dflash_config.get("target_layer_ids") or []
+    outside = [layer for layer in tapped if not 0 <= layer < num_layers]
     if outside:
         problems.append(f"taps target layers {outside}, which a {num_layers}-layer target does not have")
     return problems

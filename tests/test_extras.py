@@ -18,7 +18,8 @@ def _uninstall(monkeypatch, module):
 
 def test_the_error_names_the_extra_and_the_package(monkeypatch):
     _uninstall(monkeypatch, "jinja2")
-    with pytest.raises(MissingExtraError, match=r'Rendering needs jinja2, which is not installed: pip install "jetspec_hf\[hub\]"'):
+    expected = r'Rendering needs jinja2, which is not installed: pip install "jetspec_hf\[hub\]"'
+    with pytest.raises(MissingExtraError, match=expected):
         require_extra("hub", purpose="Rendering")
     require_extra("bench", "json", purpose="Anything")  # installed: no error
 

@@ -17,7 +17,8 @@ def test_both_commands_read_the_same_prompts(tmp_path):
     expected = ["q1", "t2", "first turn", "c4"]
     assert bench_prompts(str(source)) == training_prompts([source]) == expected
     assert bench_prompts(str(source), samples=2) == expected[:2]
-    for read in (lambda: bench_prompts(str(source), field="answer"), lambda: training_prompts([source], None, "answer")):
+    readers = (lambda: bench_prompts(str(source), field="answer"), lambda: training_prompts([source], None, "answer"))
+    for read in readers:
         with pytest.raises(ValueError, match="no prompt field \\('answer'\\).*Pass --field"):
             read()
     assert PROMPT_FIELDS[0] == "prompt"

@@ -1,9 +1,9 @@
 """Self-distillation data: prompts in, the target's own greedy continuations out, stored as token-id sequences.
 
 A head drafts what the TARGET would say, so it is trained on the target's own outputs rather than on the original
-responses of a dataset (docs/design.md §9). Each stored record is ``{"input_ids": prompt + continuation, "prompt_length":
-P}``; positions >= P are the training labels. Records are written as JSONL (a `.jsonl` path) or as a
-`datasets.Dataset` saved to disk (any other path).
+responses of a dataset (docs/design.md §9). Each stored record is
+``{"input_ids": prompt + continuation, "prompt_length": P}``; positions >= P are the training labels. Records are
+written as JSONL (a `.jsonl` path) or as a `datasets.Dataset` saved to disk (any other path).
 
 Prompts come from JSON Lines files, `datasets` folders or names, or plain text files cut into token windows, read
 by `jetspec_hf.prompts` (the benchmark reads its prompts the same way).
