@@ -25,6 +25,8 @@ EXAMPLES = Path(__file__).resolve().parent
 DEFAULT_TARGET = EXAMPLES / "models" / "target"
 DEFAULT_HEAD = EXAMPLES / "models" / "jetspec_head"
 DEFAULT_PROMPTS = EXAMPLES / "data" / "heldout_prompts.jsonl"
+# The generated text is printed in bold on a terminal; a pipe or a file gets the plain text.
+BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
 
         print(f"=== prompt {index + 1}/{len(prompts)} " + "=" * 50)
         print(prompt, end="")
-        print("\033[1m" + tokenizer.decode(tree.sequences[0, prompt_length:]) + "\033[0m")
+        print(BOLD + tokenizer.decode(tree.sequences[0, prompt_length:]) + PLAIN)
         print(
             f"--- identical: {identical} | plain: {new_tokens / plain_seconds:.1f} tok/s | "
             f"JetSpec: {new_tokens / tree_seconds:.1f} tok/s, tau {tree.tau:.2f} "

@@ -1,16 +1,25 @@
-"""jetspec_hf: lossless JetSpec tree speculative decoding for Qwen3 targets in transformers."""
+"""jetspec_hf: lossless JetSpec tree speculative decoding for Qwen3 targets in transformers.
 
-from transformers import AutoConfig, AutoModel
+The public names load on first use, not with the package: transformers and torch take seconds to import, and
+`jetspec-hf --help` needs neither. Loading `JetSpecConfig` or `JetSpecDraftModel` (which `enable` does too)
+registers `model_type: jetspec` with transformers' `AutoConfig` and `AutoModel`.
+"""
 
-from .configuration_jetspec import JetSpecConfig
-from .generation import JetSpecGenerateOutput, RoundProfiler, enable, is_enabled
-from .modeling_jetspec import JetSpecDraftModel
-
-# Registered on import so that AutoConfig/AutoModel resolve `model_type: jetspec` without trust_remote_code.
-AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
-AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "JetSpecConfig": ".configuration_jetspec",
+        "JetSpecDraftModel": ".modeling_jetspec",
+        "JetSpecGenerateOutput": ".generation",
+        "RoundProfiler": ".generation",
+        "enable": ".generation",
+        "is_enabled": ".generation",
+    },
+)
 
 __all__ = [
     "JetSpecConfig",

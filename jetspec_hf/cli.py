@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .extras import MissingExtraError
+
 # subcommand -> (module exposing `main(argv: list[str] | None) -> int | None`, one-line help)
 SUBCOMMANDS = {
     "train": ("jetspec_hf.training.__main__", "train a draft head for a Qwen3 target"),
     "bench": ("jetspec_hf.bench", "benchmark the tree path against plain decoding and peers"),
     "card": ("jetspec_hf.hub", "render a model card / prepare a Hub-ready folder"),
+    "export": ("jetspec_hf.export", "write a head in the released format, for SGLang, vLLM and the JetSpec engine"),
 }
 
 
@@ -30,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jetspec-hf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except MissingExtraError as error:
+        # Raised before the command did any work: the install line is all the user needs.
+        print(f"jetspec-hf {command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

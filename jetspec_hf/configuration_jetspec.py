@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import Qwen3Config
+from transformers import AutoConfig, Qwen3Config
 
-# The released checkpoints were written by a `Qwen3PreTrainedModel` subclass, so their config.json says
-# `"model_type": "qwen3"` and `"architectures": ["DFlashDraftModel"]`. We accept that spelling on load.
-RELEASED_MODEL_TYPE = "qwen3"
-RELEASED_ARCHITECTURE = "DFlashDraftModel"
+# The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
+from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
@@ -121,5 +119,8 @@ class JetSpecConfig(Qwen3Config):
             )
         return {**config_dict, "model_type": cls.model_type}
 
+
+# Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
+AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
 __all__ = ["JetSpecConfig", "default_target_layer_ids"]

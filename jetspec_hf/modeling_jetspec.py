@@ -9,9 +9,12 @@ Weight names match the released checkpoints exactly (``layers.{i}.*``, ``fc``, `
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModel, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -25,10 +28,12 @@ from transformers.models.qwen3.modeling_qwen3 import (
 )
 
 from .configuration_jetspec import JetSpecConfig
+from .released_format import guard_auto_model, released_config_dict
 
 
 class JetSpecNotEnabledError(RuntimeError):
-    """A JetSpec head was handed to stock `generate(assistant_model=...)` on a target that was not enabled."""
+    """A JetSpec head was asked to generate on its own: handed to stock `generate(assistant_model=...)` on a target
+    that was not enabled, or called as `head.generate(...)`."""
 
 
 def _apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -188,11 +193,18 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
         self.post_init()
+        # transformers gives a generation config only to models that can generate; a head cannot, but tools that
+        # introspect models read this attribute, so it exists like on any model (from_pretrained replaces it with
+        # the folder's generation_config.json when there is one).
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with an error naming the repo, revision and cache when a repo id is
-        neither cached nor reachable (transformers' own offline message names none of them)."""
+        """`PreTrainedModel.from_pretrained`, plus two things transformers does not do for a model that cannot
+        generate: `head.generation_config` comes from the folder's `generation_config.json` when there is one (or
+        from `generation_config=`), and a repo id that is neither cached nor reachable gets an error naming the repo,
+        revision and cache (transformers' own offline message names none of them)."""
+        generation_config = kwargs.pop("generation_config", None)
         try:
             loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except OSError as error:
@@ -204,24 +216,69 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
             if clearer is None:
                 raise
             raise clearer from error
+        head = loaded[0] if isinstance(loaded, tuple) else loaded  # (head, loading info) with output_loading_info
+        head.generation_config = generation_config or _saved_generation_config(pretrained_model_name_or_path, kwargs)
+        if head.generation_config is None:
+            head.generation_config = GenerationConfig.from_model_config(head.config)
         # Whether the caller chose the dtype: tree decoding says so when an unchosen dtype differs from the target's.
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with `output_loading_info=True`
-        model._requested_dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        head._requested_dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         return loaded
 
-    @property
-    def generation_config(self):
-        # Stock assisted decoding reads this first; a JetSpec head cannot serve it (it drafts a tree and needs the
-        # target's hidden states), so say what to do instead of failing somewhere deeper.
+    def save_pretrained(self, save_directory, *args, checkpoint_format: str = "jetspec", **kwargs):
+        """`PreTrainedModel.save_pretrained`, in this package's format or in the released one.
+
+        Args:
+            save_directory: the folder to write.
+            checkpoint_format: `"jetspec"` (default): `model_type: jetspec`, with the tree defaults; `AutoModel`
+                loads it after `import jetspec_hf`. `"released"`: the exact layout of the published JetSpec / DFlash
+                heads (`model_type: qwen3`, `architectures: ["DFlashDraftModel"]`, `block_size`, `num_target_layers`,
+                `dflash_config`, RoPE as `rope_theta` / `rope_scaling`), which SGLang, vLLM and the JetSpec engine
+                load as a draft model; the tree defaults are not part of it.
+            args, kwargs: passed to `PreTrainedModel.save_pretrained` (`push_to_hub` only with the default format:
+                export first, then upload the folder).
+
+        The weights have the released names in both formats. A `generation_config.json` is written (default format
+        only) when the head's generation config says more than its model config does.
+        """
+        if checkpoint_format not in ("jetspec", "released"):
+            raise ValueError(f"checkpoint_format must be 'jetspec' or 'released', got {checkpoint_format!r}.")
+        released_config = None
+        if checkpoint_format == "released":
+            if kwargs.get("push_to_hub"):
+                raise ValueError(
+                    "push_to_hub cannot be combined with checkpoint_format='released': save the folder first, then "
+                    "upload it (e.g. `huggingface_hub.upload_folder`)."
+                )
+            # Built before anything is written, so that a config the format cannot express fails cleanly.
+            released_config = released_config_dict(self.config, self.dtype)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
+        if not is_main_process:
+            return
+        if released_config is not None:
+            config_path = os.path.join(save_directory, "config.json")
+            with open(config_path, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(released_config, indent=2) + "\n")
+        elif self.generation_config != GenerationConfig.from_model_config(self.config):
+            self.generation_config.save_pretrained(save_directory)
+
+    def generate(self, *args, **kwargs):
+        """Always raises `JetSpecNotEnabledError`: a head drafts a tree from the target's hidden states and cannot
+        generate text by itself.
+
+        Stock assisted decoding calls this to draft its candidates, before the target's first forward pass, which
+        makes it the place where a head handed to a target that was not enabled is told what to do instead.
+        """
         raise JetSpecNotEnabledError(
-            "A JetSpecDraftModel cannot be used by stock assisted decoding. Call `jetspec_hf.enable(target)` once, "
-            "then `target.generate(..., assistant_model=head)` runs JetSpec tree decoding."
+            "A JetSpecDraftModel cannot generate by itself, nor serve stock assisted decoding (it drafts a tree from "
+            "the target's hidden states). Call `jetspec_hf.enable(target)` once, then "
+            "`target.generate(..., assistant_model=head)` runs JetSpec tree decoding."
         )
 
-    @generation_config.setter
-    def generation_config(self, value):
-        # transformers may assign a generation config to any model; a head has no use for it.
-        pass
+    def _supports_logits_to_keep(self) -> bool:
+        # Asked by stock assisted decoding before it drafts; the honest answer (the forward takes no `logits_to_keep`)
+        # lets it go on to `generate`, which raises the error that says how to use a head.
+        return False
 
     def get_input_embeddings(self):
         # The head borrows the target's embedding table at run time and owns none.
@@ -289,5 +346,23 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
             hidden_states = layer(hidden_states, context_states, position_embeddings, attention_mask, cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
+
+def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -> GenerationConfig | None:
+    """The `generation_config.json` beside the head's weights, fetched like them; `None` when there is none."""
+    hub_kwargs = {
+        name: load_kwargs[name]
+        for name in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+        if load_kwargs.get(name) is not None
+    }
+    try:
+        return GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+    except OSError:
+        return None
+
+
+# Registered when this module loads: AutoModel builds a JetSpecDraftModel from `model_type: jetspec`, and refuses a
+# released-format head (`model_type: qwen3`) instead of building a plain Qwen3Model from it.
+AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
+guard_auto_model()
 
 __all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask"]

@@ -175,8 +175,8 @@ def main(argv=None) -> None:
         if out_dirs[kind].exists() and not args.resume:
             shutil.rmtree(out_dirs[kind])  # a clean folder: no stale file from an earlier layout
         command = fit_command(kind, args.work_dir, args.target, args.steps, out_dirs[kind])
-        if args.resume:
-            command += ["--resume", "latest"]
+        # A fresh run clears the earlier run's checkpoints (kept in the work dir), which fit refuses to mix in.
+        command += ["--resume", "latest"] if args.resume else ["--overwrite-output-dir"]
         log = open(args.work_dir / f"train-{kind}.log", "w")
         print(f"training {kind} -> {out_dirs[kind]} (log: {log.name})")
         running[kind] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())

@@ -8,19 +8,30 @@ from pathlib import Path
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS
+from ..dtypes import DTYPE_NAMES, torch_dtype
+from ..extras import require_extra
+from ..weights_fingerprint import folder_fingerprint
 
-# The repository root, found from this file (editable installs and source checkouts keep `examples/` beside the
-# package); the bundled models and prompts live under it.
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
+# Where a checkout's files are reported from: paths under it (the bundled models resolve to examples/models/) are
+# written relative to it, so that a committed report reads the same on every machine.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_MODELS = REPO_ROOT / "examples" / "models"
-BUNDLED_PROMPTS = REPO_ROOT / "examples" / "data" / "heldout_prompts.jsonl"
+# The defaults when no --target is given: the bundled pair and prompts, shipped as package data.
 BUNDLED = {
     "target": BUNDLED_MODELS / "target",
     "head": BUNDLED_MODELS / "jetspec_head",
     "dflash_head": BUNDLED_MODELS / "dflash_head",
     "draft_lm": BUNDLED_MODELS / "draft_lm",
 }
+
+
+def require_bench_extras(dataset: str) -> None:
+    """Check, before any model is loaded, the optional packages this run will need: matplotlib for the plot every
+    run ends with, and `datasets` when the prompts are not a JSON Lines file."""
+    require_extra("bench", "matplotlib", purpose="The benchmark plot (benchmark.png)")
+    if Path(dataset).suffix not in {".jsonl", ".json"}:
+        require_extra("bench", "datasets", purpose=f"Reading prompts from {dataset!r} (not a .jsonl file)")
 
 
 @dataclass
@@ -75,6 +86,22 @@ def load_models(
     )
 
 
+def head_weights_fingerprint(location: str | None) -> str | None:
+    """The weights fingerprint (`jetspec_hf.weights_fingerprint`) of the head at a folder or cached repo id, as
+    stored on disk: what a model card checks a bench report against. `None` when the files cannot be found."""
+    if location is None:
+        return None
+    folder = Path(location)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(location, allow_patterns=["*.safetensors"], local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached, or not a repo id: the report simply records no fingerprint
+            return None
+    return folder_fingerprint(folder)
+
+
 def _cpu_name() -> str:
     # /proc/cpuinfo names the model on Linux; platform.processor() is often empty there.
     try:
@@ -105,4 +132,14 @@ def describe_environment(device: str, dtype_name: str) -> dict:
     return environment
 
 
-__all__ = ["BUNDLED", "BUNDLED_PROMPTS", "BenchModels", "DTYPES", "REPO_ROOT", "describe_environment", "load_models"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_PROMPTS",
+    "BenchModels",
+    "DTYPES",
+    "REPO_ROOT",
+    "describe_environment",
+    "head_weights_fingerprint",
+    "load_models",
+    "require_bench_extras",
+]

@@ -141,13 +141,15 @@ def run_method(
     warmup: int = 1,
     progress: bool = True,
     repeats: int = 1,
+    overall=None,
 ) -> MethodResult:
     """Warm `method` up on the first prompt, then time it on every prompt.
 
     Only the `generate` call itself is timed (bracketed by device syncs); with `repeats > 1` each prompt is run
     that many times and its fastest time is kept. `reference` holds plain decoding's new
     tokens per prompt; `None` when `method` is plain decoding itself. A stock transformers method that raises is
-    returned as skipped with the exception as its reason; an exception in the tree path propagates.
+    returned as skipped with the exception as its reason; an exception in the tree path propagates. `overall`, a
+    progress bar over the whole benchmark, advances by one per `generate` call.
     """
     result = MethodResult(method=method, skipped_reason=method.skipped_reason)
     if result.skipped_reason is not None:
@@ -156,8 +158,10 @@ def run_method(
     try:
         for _ in range(warmup):
             method.generate(prompts[0])
+            _advance(overall)
         with ForwardCounter(target) as counter:
-            for index, input_ids in enumerate(tqdm(prompts, desc=method.name, leave=False, disable=not progress)):
+            bar = tqdm(prompts, desc=method.name, leave=False, disable=not progress, position=1)
+            for index, input_ids in enumerate(bar):
                 forwards_before = counter.count
                 fastest = float("inf")
                 for repeat in range(repeats):
@@ -165,6 +169,7 @@ def run_method(
                     start = time.perf_counter()
                     generation = method.generate(input_ids)
                     synchronize(device)
+                    _advance(overall)
                     # The fastest repeat is the one least disturbed by other work on the machine.
                     fastest = min(fastest, time.perf_counter() - start)
                     if repeat == 0:
@@ -179,15 +184,21 @@ def run_method(
     return result
 
 
-def profile_method(method: Method, prompts: list[torch.Tensor], progress: bool = True) -> RoundProfiler:
+def profile_method(method: Method, prompts: list[torch.Tensor], progress: bool = True, overall=None) -> RoundProfiler:
     """A separate pass of a tree method with a `RoundProfiler`: per-stage wall time, summed over `prompts`.
 
     Kept apart from the timed pass because the profiler synchronises the device around every stage.
     """
     profiler = RoundProfiler()
-    for input_ids in tqdm(prompts, desc=f"profile {method.name}", leave=False, disable=not progress):
+    for input_ids in tqdm(prompts, desc=f"profile {method.name}", leave=False, disable=not progress, position=1):
         method.generate(input_ids, round_profiler=profiler)
+        _advance(overall)
     return profiler
+
+
+def _advance(overall) -> None:
+    if overall is not None:
+        overall.update(1)
 
 
 __all__ = ["ForwardCounter", "MethodResult", "Mismatch", "first_difference", "profile_method", "run_method",

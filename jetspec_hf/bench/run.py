@@ -9,7 +9,15 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from .loading import DTYPES, REPO_ROOT, describe_environment, load_models
+from ..log import progress_bar
+from .loading import (
+    DTYPES,
+    REPO_ROOT,
+    describe_environment,
+    head_weights_fingerprint,
+    load_models,
+    require_bench_extras,
+)
 from .measure import MethodResult, profile_method, run_method
 from .methods import MethodSettings, build_methods
 from .options import parse_args
@@ -79,30 +87,41 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     methods = build_methods(models, settings)
     _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
 
+    # One bar over every generate call of the run, so that the whole benchmark has an ETA; each method's own bar
+    # shows beneath it while that method runs.
+    profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
+    runnable = [method for method in methods if method.skipped_reason is None]
+    calls = len(runnable) * (args.warmup + len(prompts) * args.repeats)
+    calls += profile_count * sum(method.is_tree for method in runnable)
+    overall = progress_bar(total=calls, desc="benchmark", unit="call", disable=not progress, position=0)
+
     # Plain decoding first: its outputs are the reference every other method must reproduce.
-    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats)
+    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats, overall)
     _log(_summary_line(plain))
     results = [plain]
     for method in methods[1:]:
         results.append(
-            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats)
+            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats, overall)
         )
         _log(_summary_line(results[-1]))
 
     breakdown = {"unit": "milliseconds per round", "samples": 0, "methods": {}}
-    profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
     if profile_count > 0:
         breakdown["samples"] = profile_count
         for result in results:
             if result.method.is_tree and result.skipped_reason is None:
-                profiler = profile_method(result.method, prompts[:profile_count], progress)
+                profiler = profile_method(result.method, prompts[:profile_count], progress, overall)
                 breakdown["methods"][result.method.name] = round_breakdown(result.method, profiler, profile_count)
+    overall.close()
 
     report = {
         "environment": describe_environment(args.device, args.dtype),
         "target": _display_path(args.target),
         "head": _display_path(args.head),
         "dflash_head": _display_path(args.dflash_head),
+        # Which weights were measured: a model card refuses results recorded for other weights.
+        "head_fingerprint": head_weights_fingerprint(args.head),
+        "dflash_head_fingerprint": head_weights_fingerprint(args.dflash_head),
         "draft_lm": _display_path(args.draft_lm),
         "prompts": {
             "source": _display_path(args.dataset),
@@ -126,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    require_bench_extras(args.dataset)
     report, results = run_benchmark(args)
     report["command"] = shlex.join(["jetspec-hf", "bench", *argv])
 

@@ -2,15 +2,36 @@
 
 Modules, one job each: `data` (self-distillation data), `features` (tapped target features, cached or not),
 `objective` (the packed multi-block loss), `batches` (deterministic batches), `heads` (head config from the
-target's), `trainer` (the accelerate loop). The command line is `python -m jetspec_hf.training` /
-`jetspec-hf train`.
+target's), `arguments` (the settings, from which the command line is built), `schedule` (learning rate),
+`checkpoints` (saving and resuming), `run_folder` (the run's folders and log), `evaluation` (held-out numbers),
+`trainer` (the accelerate loop). The command line is `python -m jetspec_hf.training` / `jetspec-hf train`.
+
+Its names load on first use (see jetspec_hf/lazy_exports.py), so that `jetspec-hf train --help` imports no torch.
 """
 
-from .data import encode_prompts, generate_continuations, load_prompts, load_sequences, save_sequences
-from .features import FeatureCache, TargetFeatureExtractor, build_feature_cache
-from .heads import head_config_from_target
-from .objective import ObjectiveSettings, block_objective, pack_blocks, packed_block_mask, sample_anchors
-from .trainer import HeadTrainer, HeadTrainingArguments
+from ..lazy_exports import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "FeatureCache": ".features",
+        "HeadTrainer": ".trainer",
+        "HeadTrainingArguments": ".arguments",
+        "ObjectiveSettings": ".objective",
+        "TargetFeatureExtractor": ".features",
+        "block_objective": ".objective",
+        "build_feature_cache": ".features",
+        "encode_prompts": ".data",
+        "generate_continuations": ".data",
+        "head_config_from_target": ".heads",
+        "load_prompts": ".data",
+        "load_sequences": ".data",
+        "pack_blocks": ".objective",
+        "packed_block_mask": ".objective",
+        "sample_anchors": ".objective",
+        "save_sequences": ".data",
+    },
+)
 
 __all__ = [
     "FeatureCache",

@@ -14,148 +14,90 @@ import random
 import sys
 from pathlib import Path
 
-import torch
+from ..extras import MissingExtraError, require_extra
+from .arguments import FitDataArguments, GenerateDataArguments, HeadArguments, HeadTrainingArguments, TargetArguments
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 EPILOG = """examples:
-  python -m jetspec_hf.training generate-data --target TARGET --prompts prompts.jsonl \\
+  python -m jetspec_hf.training generate-data --target TARGET --dataset prompts.jsonl \\
       --max-new-tokens 192 --output data/train.jsonl
   python -m jetspec_hf.training fit --target TARGET --train-data data/train.jsonl --eval-fraction 0.02 \\
       --num-layers 2 --block-size 16 --target-layer-ids 1 3 5 --max-steps 2000 --output-dir heads/jetspec
   accelerate launch --num_processes 2 -m jetspec_hf.training fit ...   (data parallel)
+
+Run `jetspec-hf train <command> --help` for the options of a command.
 """
 
+# command -> (one-line help, the dataclasses its options come from)
+COMMANDS = {
+    "generate-data": (
+        "self-distillation data: the target's greedy continuations of prompts",
+        (TargetArguments, GenerateDataArguments),
+    ),
+    "fit": (
+        "train a JetSpec (causal) or DFlash (--bidirectional) draft head",
+        (TargetArguments, FitDataArguments, HeadArguments, HeadTrainingArguments),
+    ),
+}
 
-def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, help="folder or Hub id of the frozen Qwen3 target")
-    parser.add_argument("--tokenizer", help="tokenizer folder/id (default: the target's)")
-    parser.add_argument("--target-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="dtype the target is loaded in (default float32)")
-    parser.add_argument("--attn-implementation", default="sdpa", help="target attention backend (default sdpa)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States an option's default once: not for options that have none, nor where the help already describes it,
+    nor for on/off switches (whose help says what they do)."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or "default" in help_text or action.nargs == 0:
+            return help_text
+        return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of all subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="jetspec-hf train", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="command")
-    commands.required = True
+def build_parser(command: str):
+    """The `HfArgumentParser` of one subcommand, built from its dataclasses."""
+    from transformers import HfArgumentParser
 
-    gen = commands.add_parser("generate-data", help="self-distillation data: the target's greedy continuations",
-                              description="Generate the target's own greedy continuations of prompts.")
-    _add_target_arguments(gen)
-    gen.add_argument("--prompts", nargs="+", required=True,
-                     help="JSONL files, saved `datasets` folders, or plain text files (cut into token windows)")
-    gen.add_argument("--text-field", help="prompt field of JSONL/dataset records (default: prompt, text or content)")
-    gen.add_argument("--window-tokens", type=int, default=64, help="prompt window size for plain text files")
-    gen.add_argument("--window-stride", type=int, help="tokens between windows (default: --window-tokens)")
-    gen.add_argument("--max-prompt-tokens", type=int, help="keep only the last N tokens of each prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=192)
-    gen.add_argument("--batch-size", type=int, default=32)
-    gen.add_argument("--limit", type=int, help="use at most N prompts (after shuffling with --seed)")
-    gen.add_argument("--seed", type=int, default=0, help="shuffles the prompts before --limit")
-    gen.add_argument("--chat-template", action="store_true",
-                     help="wrap each prompt as a user turn with the tokenizer's chat template (thinking off)")
-    gen.add_argument("--system-prompt", help="system turn to add with --chat-template")
-    gen.add_argument("--device", help="device for generation (default: cuda if available, else cpu)")
-    gen.add_argument("--output", required=True, help="*.jsonl, or a folder for a saved `datasets.Dataset`")
-    gen.add_argument("--no-progress", action="store_true")
-    gen.set_defaults(command_parser=gen)
-
-    fit = commands.add_parser("fit", help="train a draft head", description="Train a JetSpec/DFlash draft head.",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_target_arguments(fit)
-    data = fit.add_argument_group("data")
-    data.add_argument("--train-data", required=True, help="token sequences from generate-data")
-    data.add_argument("--eval-data", help="held-out token sequences (per-depth agreement is measured on them)")
-    data.add_argument("--eval-fraction", type=float, default=0.0,
-                      help="hold out this fraction of --train-data for evaluation when --eval-data is absent")
-    data.add_argument("--max-seq-len", type=int, help="truncate sequences to this many tokens")
-    data.add_argument("--cache-features", metavar="DIR",
-                      help="compute the target features once into DIR (safetensors shards) and read them from there")
-    data.add_argument("--cache-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    data.add_argument("--cache-only", action="store_true", help="build the --cache-features cache, then stop")
-
-    head = fit.add_argument_group("head")
-    head.add_argument("--num-layers", type=int, default=2, help="head decoder layers")
-    head.add_argument("--num-heads", type=int, help="attention heads (default: the target's)")
-    head.add_argument("--num-kv-heads", type=int, help="key/value heads (default: the target's)")
-    head.add_argument("--head-dim", type=int, help="attention head size (default: the target's)")
-    head.add_argument("--intermediate-size", type=int, help="MLP width (default: the target's)")
-    head.add_argument("--block-size", type=int, default=16, help="anchor + drafted positions per block")
-    head.add_argument("--target-layer-ids", type=int, nargs="+",
-                      help="tapped target layers (default: one per head layer, spread by the released rule)")
-    head.add_argument("--mask-token-id", type=int, help="mask token id (default: the tokenizer's mask token)")
-    mask = head.add_mutually_exclusive_group()
-    mask.add_argument("--causal", dest="causal", action="store_true", default=True,
-                      help="JetSpec: causal mask inside the block")
-    mask.add_argument("--bidirectional", dest="causal", action="store_false",
-                      help="DFlash: every block position sees the whole block")
-
-    loss = fit.add_argument_group("objective")
-    loss.add_argument("--anchors-per-seq", type=int, default=16, help="blocks packed per sequence per step")
-    loss.add_argument("--ce-weight", type=float, default=1.0, help="weight of cross-entropy to the next tokens")
-    loss.add_argument("--kl-weight", type=float, default=0.0, help="weight of forward KL to the target's logits")
-    loss.add_argument("--kl-temperature", type=float, default=1.0)
-    loss.add_argument("--depth-gamma", type=float, help="per-depth weight exp(-(d-1)/gamma) (default: uniform)")
-
-    optim = fit.add_argument_group("optimisation")
-    optim.add_argument("--max-steps", type=int, default=1000)
-    optim.add_argument("--batch-size", type=int, default=8, help="sequences per process per micro-step")
-    optim.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    optim.add_argument("--lr", type=float, default=3e-4)
-    optim.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor, as a fraction of --lr")
-    optim.add_argument("--warmup-steps", type=int, help="default: --warmup-ratio of --max-steps")
-    optim.add_argument("--warmup-ratio", type=float, default=0.05)
-    optim.add_argument("--weight-decay", type=float, default=0.0)
-    optim.add_argument("--adam-beta1", type=float, default=0.9)
-    optim.add_argument("--adam-beta2", type=float, default=0.95)
-    optim.add_argument("--max-grad-norm", type=float, default=1.0)
-    optim.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--cpu", action="store_true", help="train on the CPU even when an accelerator is present")
-
-    out = fit.add_argument_group("output")
-    out.add_argument("--output-dir", required=True, help="final head folder (loads with from_pretrained)")
-    out.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    out.add_argument("--log-steps", type=int, default=10)
-    out.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (always at the end)")
-    out.add_argument("--eval-batch-size", type=int)
-    out.add_argument("--save-steps", type=int, default=0, help="write checkpoint-<step>/ every N steps")
-    out.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept")
-    out.add_argument("--checkpoint-dir", help="where checkpoints go (default: --output-dir)")
-    out.add_argument("--resume", help="a checkpoint-<step> folder, or `latest`")
-    out.add_argument("--no-progress", action="store_true")
-    fit.set_defaults(command_parser=fit)
+    help_text, dataclasses = COMMANDS[command]
+    parser = HfArgumentParser(dataclasses, prog=f"jetspec-hf train {command}", formatter_class=HelpFormatter,
+                              description=help_text[0].upper() + help_text[1:] + ".")
+    if command == "fit":
+        # The historical spelling of `--no-causal`.
+        parser.add_argument("--bidirectional", dest="causal", action="store_false",
+                            help="DFlash's bidirectional mask inside the block (same as --no-causal)")
     return parser
 
 
-def load_target_and_tokenizer(args, parser: argparse.ArgumentParser):
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jetspec-hf train", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def load_target_and_tokenizer(target_args: TargetArguments, parser: argparse.ArgumentParser):
     """The target causal LM (eval mode, frozen) and its tokenizer, with input errors turned into CLI errors."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    import jetspec_hf  # noqa: F401  (registers the jetspec model type so that a head folder is recognised)
+    from ..configuration_jetspec import JetSpecConfig  # also registers `model_type: jetspec`: a head is recognised
+    from ..log import get_logger
 
     try:
-        config = AutoConfig.from_pretrained(args.target)
+        config = AutoConfig.from_pretrained(target_args.target)
     except (OSError, ValueError) as error:
-        parser.error(f"--target {args.target}: cannot read a model config ({error})")
-    if config.model_type == "jetspec" or getattr(config, "dflash_config", None) is not None:
-        parser.error(f"--target {args.target} is a draft head, not a target model.")
+        parser.error(f"--target {target_args.target}: cannot read a model config ({error})")
+    if isinstance(config, JetSpecConfig) or getattr(config, "dflash_config", None) is not None:
+        parser.error(f"--target {target_args.target} is a draft head, not a target model.")
     if not config.model_type.startswith("qwen3"):
-        print(f"warning: target model_type is {config.model_type!r}; heads are designed for Qwen3 targets",
-              file=sys.stderr)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.target_dtype]
-    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype,
-                                                  attn_implementation=args.attn_implementation)
+        get_logger(__name__).warning("target model_type is %r; heads are designed for Qwen3 targets",
+                                     config.model_type)
+    target = AutoModelForCausalLM.from_pretrained(target_args.target, dtype=target_args.target_dtype,
+                                                  attn_implementation=target_args.attn_implementation)
     target.eval().requires_grad_(False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.target)
+        tokenizer = AutoTokenizer.from_pretrained(target_args.tokenizer or target_args.target)
     except (OSError, ValueError) as error:
-        parser.error(f"cannot load a tokenizer from {args.tokenizer or args.target}: {error}")
+        parser.error(f"cannot load a tokenizer from {target_args.tokenizer or target_args.target}: {error}")
     if tokenizer.pad_token_id is None:
         # Padding only fills positions that are never attended to or trained on; EOS is the usual stand-in.
         tokenizer.pad_token = tokenizer.eos_token
@@ -164,17 +106,35 @@ def load_target_and_tokenizer(args, parser: argparse.ArgumentParser):
     return target, tokenizer
 
 
-def run_generate_data(args, parser) -> int:
+def _require_datasets_for(paths, output: str | None = None) -> None:
+    """`datasets` is needed to read `datasets` sources or to write a `datasets` folder: checked before any work."""
+    from ..prompts import needs_datasets
+
+    for path in [path for path in paths if path is not None]:
+        if needs_datasets(path):
+            require_extra("train", "datasets", purpose=f"Reading {path} (not a JSON Lines or text file)")
+    if output is not None and Path(output).suffix != ".jsonl":
+        require_extra("train", "datasets", purpose=f"Writing {output} as a `datasets` folder (not a .jsonl file)")
+
+
+def run_generate_data(target_args: TargetArguments, args: GenerateDataArguments, parser) -> int:
     """`generate-data`: prompts -> the target's greedy continuations -> token sequences on disk."""
+    if args.system_prompt and not args.chat_template:
+        parser.error("--system-prompt needs --chat-template.")
+    try:
+        _require_datasets_for(args.dataset, args.output)
+    except MissingExtraError as error:
+        parser.error(str(error))
+
+    import torch
+
     from .data import encode_prompts, generate_continuations, load_prompts, save_sequences
 
-    if args.chat_template is False and args.system_prompt:
-        parser.error("--system-prompt needs --chat-template.")
-    target, tokenizer = load_target_and_tokenizer(args, parser)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    target.to(device)
+    target, tokenizer = load_target_and_tokenizer(target_args, parser)
+    target.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        prompts = load_prompts(args.prompts, tokenizer, args.text_field, args.window_tokens, args.window_stride)
+        prompts = load_prompts(args.dataset, tokenizer, args.field, args.window_tokens, args.window_stride,
+                               split=args.split)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     if args.limit is not None and args.limit < len(prompts):
@@ -186,9 +146,9 @@ def run_generate_data(args, parser) -> int:
     except ValueError as error:
         parser.error(str(error))
     records = generate_continuations(target, tokenizer, prompt_ids, args.max_new_tokens, args.batch_size,
-                                     show_progress=not args.no_progress)
+                                     show_progress=args.progress)
     path = save_sequences(records, args.output)
-    new_tokens = sum(len(r["input_ids"]) - r["prompt_length"] for r in records)
+    new_tokens = sum(len(record["input_ids"]) - record["prompt_length"] for record in records)
     print(f"wrote {len(records)} sequences ({new_tokens} generated tokens) to {path}")
     return 0
 
@@ -204,14 +164,27 @@ def split_records(records: list[dict], eval_fraction: float, seed: int) -> tuple
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
-def run_fit(args, parser) -> int:
+def run_fit(target_args: TargetArguments, data: FitDataArguments, head: HeadArguments,
+            training_args: HeadTrainingArguments, parser) -> int:
     """`fit`: train a head and save it to --output-dir."""
+    from .run_folder import check_run_folders
+
+    if data.cache_only and not training_args.cache_features:
+        parser.error("--cache-only needs --cache-features DIR.")
+    try:
+        # Before the target is loaded: folders holding an earlier run, and missing optional packages.
+        check_run_folders(training_args.output_dir, training_args.checkpoint_dir, training_args.resume,
+                          training_args.overwrite_output_dir or data.cache_only)
+        _require_datasets_for([path for path in (data.train_data, data.eval_data) if path and Path(path).is_dir()])
+    except (ValueError, MissingExtraError) as error:
+        parser.error(str(error))
+
     from .data import load_sequences
     from .heads import head_config_from_target
-    from .trainer import HeadTrainer, HeadTrainingArguments
+    from .trainer import HeadTrainer
 
-    target, tokenizer = load_target_and_tokenizer(args, parser)
-    mask_token_id = args.mask_token_id if args.mask_token_id is not None else tokenizer.mask_token_id
+    target, tokenizer = load_target_and_tokenizer(target_args, parser)
+    mask_token_id = head.mask_token_id if head.mask_token_id is not None else tokenizer.mask_token_id
     if mask_token_id is None:
         parser.error(
             "the tokenizer has no mask token: pass --mask-token-id, or add one (e.g. "
@@ -219,40 +192,21 @@ def run_fit(args, parser) -> int:
         )
     try:
         head_config = head_config_from_target(
-            target.config, mask_token_id=mask_token_id, num_hidden_layers=args.num_layers,
-            num_attention_heads=args.num_heads, num_key_value_heads=args.num_kv_heads, head_dim=args.head_dim,
-            intermediate_size=args.intermediate_size, block_size=args.block_size,
-            target_layer_ids=args.target_layer_ids, causal=args.causal,
+            target.config, mask_token_id=mask_token_id, num_hidden_layers=head.num_layers,
+            num_attention_heads=head.num_heads, num_key_value_heads=head.num_kv_heads, head_dim=head.head_dim,
+            intermediate_size=head.intermediate_size, block_size=head.block_size,
+            target_layer_ids=head.target_layer_ids, causal=head.causal,
         )
-        train_records = load_sequences(args.train_data)
-        if args.eval_data:
-            eval_records = load_sequences(args.eval_data)
+        train_records = load_sequences(data.train_data)
+        if data.eval_data:
+            eval_records = load_sequences(data.eval_data)
         else:
-            train_records, eval_records = split_records(train_records, args.eval_fraction, args.seed)
+            train_records, eval_records = split_records(train_records, data.eval_fraction, training_args.seed)
+        trainer = HeadTrainer(target, tokenizer, head_config, train_records, eval_records, training_args)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-
-    training_args = HeadTrainingArguments(
-        output_dir=args.output_dir, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.lr,
-        min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
-        max_grad_norm=args.max_grad_norm, anchors_per_seq=args.anchors_per_seq, ce_weight=args.ce_weight,
-        kl_weight=args.kl_weight, kl_temperature=args.kl_temperature, depth_gamma=args.depth_gamma,
-        max_seq_len=args.max_seq_len, seed=args.seed, log_steps=args.log_steps, eval_steps=args.eval_steps,
-        eval_batch_size=args.eval_batch_size, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, cache_features=args.cache_features,
-        cache_dtype=args.cache_dtype, mixed_precision=args.mixed_precision, cpu=args.cpu, save_dtype=args.save_dtype,
-        show_progress=not args.no_progress,
-    )
-    if args.cache_only and not args.cache_features:
-        parser.error("--cache-only needs --cache-features DIR.")
-    try:
-        trainer = HeadTrainer(target, tokenizer, head_config, train_records, eval_records, training_args)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.cache_only:
-        trainer.log(f"feature cache ready in {args.cache_features}")
+    if data.cache_only:
+        trainer.log(f"feature cache ready in {training_args.cache_features}")
         return 0
     summary = trainer.train()
     if trainer.is_main:
@@ -262,15 +216,28 @@ def run_fit(args, parser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jetspec_hf.training` and `jetspec-hf train`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # Errors are reported by the subcommand's own parser, so the usage line shown is the relevant one.
-    if args.command == "generate-data":
-        return run_generate_data(args, args.command_parser)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    return run_fit(args, args.command_parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top_level = _top_level_parser()
+    if not argv or argv[0] not in COMMANDS:
+        top_level.parse_args(argv[:1])  # prints the help, or the error naming the commands; exits
+    command = argv[0]
+    parser = build_parser(command)
+    *parsed, unknown = parser.parse_args_into_dataclasses(argv[1:], return_remaining_strings=True,
+                                                          look_for_args_file=False)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+    from ..log import set_verbosity_info
+
+    set_verbosity_info()  # progress notes on stderr; results on stdout
+    target_args = parsed[0]
+    if target_args.threads:
+        import torch
+
+        torch.set_num_threads(target_args.threads)
+    if command == "generate-data":
+        return run_generate_data(*parsed, parser)
+    return run_fit(*parsed, parser)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ class Batch:
         return Batch(self.input_ids.to(device), self.lengths.to(device), self.loss_starts.to(device), self.indices)
 
 
+def usable_records(records: list[dict], block_size: int, max_seq_len: int | None) -> list[dict]:
+    """Records truncated to `max_seq_len` that still hold at least one full block after their loss start."""
+    kept = []
+    for record in records:
+        ids = record["input_ids"][:max_seq_len] if max_seq_len else record["input_ids"]
+        if len(ids) - block_size >= max(1, record["prompt_length"]):
+            kept.append({"input_ids": ids, "prompt_length": record["prompt_length"]})
+    return kept
+
+
 def collate(records: Sequence[dict], indices: Sequence[int], pad_token_id: int) -> Batch:
     """Stack `records[i]` for i in `indices` into a right-padded batch."""
     rows = [records[i]["input_ids"] for i in indices]
@@ -83,4 +93,4 @@ def shard_indices(num_items: int, num_processes: int, process_index: int) -> lis
     return list(range(process_index, num_items, num_processes))
 
 
-__all__ = ["Batch", "BatchSchedule", "collate", "shard_indices"]
+__all__ = ["Batch", "BatchSchedule", "collate", "shard_indices", "usable_records"]

@@ -1,12 +1,12 @@
 """Self-distillation data: prompts in, the target's own greedy continuations out, stored as token-id sequences.
 
 A head drafts what the TARGET would say, so it is trained on the target's own outputs rather than on the original
-responses of a dataset (DESIGN §9). Each stored record is ``{"input_ids": prompt + continuation, "prompt_length":
-P}``; positions >= P are the training labels. Records are written as JSONL (a `.jsonl` path) or as a
-`datasets.Dataset` saved to disk (any other path).
+responses of a dataset (docs/design.md §9). Each stored record is
+``{"input_ids": prompt + continuation, "prompt_length": P}``; positions >= P are the training labels. Records are
+written as JSONL (a `.jsonl` path) or as a `datasets.Dataset` saved to disk (any other path).
 
-Prompts come from a JSONL file (one JSON object a line, text in `text_field`), a `datasets.Dataset` folder written
-by `save_to_disk`, or plain text files cut into token windows.
+Prompts come from JSON Lines files, `datasets` folders or names, or plain text files cut into token windows, read
+by `jetspec_hf.prompts` (the benchmark reads its prompts the same way).
 """
 
 from __future__ import annotations
@@ -19,82 +19,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-TEXT_FIELDS = ("prompt", "text", "content")
+from ..extras import require_extra
+from ..log import progress_bar
+from ..prompts import encode_prompt, is_saved_dataset, read_dataset_prompts, read_jsonl_prompts, text_windows
+from ..prompts import load_prompts as load_prompt_sources
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Prompt sources
-
-
-def is_saved_dataset(path: str | os.PathLike) -> bool:
-    """Whether `path` is a folder written by `datasets.Dataset.save_to_disk`."""
-    path = Path(path)
-    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-
-
-def _pick_text_field(columns: Iterable[str], text_field: str | None, source: str) -> str:
-    columns = list(columns)
-    if text_field is not None:
-        if text_field not in columns:
-            raise ValueError(f"{source} has no field {text_field!r} (it has {columns}); set --text-field.")
-        return text_field
-    for candidate in TEXT_FIELDS:
-        if candidate in columns:
-            return candidate
-    raise ValueError(f"{source} has none of the fields {list(TEXT_FIELDS)} (it has {columns}); set --text-field.")
-
-
-def read_jsonl_prompts(path: str | os.PathLike, text_field: str | None = None) -> list[str]:
-    """The text field of every line of a JSONL file (blank lines skipped)."""
-    prompts = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_number} is not a JSON object.")
-            field = _pick_text_field(record.keys(), text_field, f"{path}:{line_number}")
-            prompts.append(str(record[field]))
-    return prompts
-
-
-def read_dataset_prompts(path: str | os.PathLike, text_field: str | None = None) -> list[str]:
-    """The text column of a `datasets.Dataset` saved with `save_to_disk`."""
-    from datasets import load_from_disk
-
-    dataset = load_from_disk(str(path))
-    if hasattr(dataset, "keys"):  # a DatasetDict: the train split, or the only one
-        split = "train" if "train" in dataset else next(iter(dataset.keys()))
-        dataset = dataset[split]
-    field = _pick_text_field(dataset.column_names, text_field, str(path))
-    return [str(text) for text in dataset[field]]
-
-
-def text_windows(
-    text: str, tokenizer, window_tokens: int, stride: int | None = None, max_windows: int | None = None
-) -> list[str]:
-    """Cut `text` into prompts of `window_tokens` tokens, one every `stride` tokens (default: no overlap).
-
-    Windows are decoded back to text so that every prompt source yields strings; a tail shorter than half a window
-    is dropped because it says too little to continue from.
-    """
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    stride = stride or window_tokens
-    windows = []
-    for start in range(0, max(1, len(ids) - window_tokens // 2), stride):
-        piece = ids[start : start + window_tokens]
-        if len(piece) < max(1, window_tokens // 2):
-            break
-        windows.append(tokenizer.decode(piece))
-        if max_windows is not None and len(windows) >= max_windows:
-            break
-    return windows
+# Prompt sources (read by jetspec_hf.prompts, shared with the benchmark; the names below are this module's API)
 
 
 def load_prompts(
@@ -103,27 +36,14 @@ def load_prompts(
     text_field: str | None = None,
     window_tokens: int = 64,
     window_stride: int | None = None,
+    split: str | None = None,
 ) -> list[str]:
-    """Prompts from every path: JSONL files, saved datasets, or plain text files (cut into token windows)."""
-    prompts: list[str] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Prompt source {path} does not exist.")
-        if path.suffix == ".jsonl":
-            prompts += read_jsonl_prompts(path, text_field)
-        elif is_saved_dataset(path):
-            prompts += read_dataset_prompts(path, text_field)
-        elif path.is_dir():
-            raise ValueError(f"{path} is a folder but not a saved `datasets.Dataset`; pass files or a JSONL.")
-        else:
-            if tokenizer is None:
-                raise ValueError("Cutting plain text files into prompt windows needs a tokenizer.")
-            prompts += text_windows(path.read_text(encoding="utf-8", errors="replace"), tokenizer, window_tokens,
-                                    window_stride)
-    if not prompts:
-        raise ValueError(f"No prompts found in {[str(p) for p in paths]}.")
-    return prompts
+    """Prompts from every source: JSONL files, saved datasets, `datasets` names, or plain text files (cut into
+    token windows). See `jetspec_hf.prompts.load_prompts`."""
+    return load_prompt_sources(
+        paths, field=text_field, split=split, tokenizer=tokenizer, window_tokens=window_tokens,
+        window_stride=window_stride,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -137,28 +57,15 @@ def encode_prompts(
     """Token ids of every prompt; with `chat_template`, each prompt is a user turn (thinking off for Qwen3).
 
     Prompts longer than `max_prompt_tokens` keep their LAST tokens: the end of a prompt is what the continuation
-    follows from.
+    follows from. Prompts that encode to nothing are dropped.
     """
     encoded = []
     for prompt in prompts:
-        if chat_template:
-            if getattr(tokenizer, "chat_template", None) is None:
-                raise ValueError("--chat-template was given but the tokenizer has no chat template.")
-            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            ids = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, enable_thinking=False
-            )
-            if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
-                ids = ids["input_ids"]
-            ids = list(ids)
-        else:
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(tokenizer, prompt, chat_template, system_prompt)
         if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
             ids = ids[-max_prompt_tokens:]
         if ids:
-            encoded.append(list(ids))
+            encoded.append(ids)
     return encoded
 
 
@@ -203,7 +110,7 @@ def generate_continuations(
     device = next(target.parameters()).device
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     records: list[dict | None] = [None] * len(prompt_ids)
-    progress = tqdm(total=len(order), desc="generating", disable=not show_progress, mininterval=5.0)
+    progress = progress_bar(total=len(order), desc="generating", disable=not show_progress)
     for start in range(0, len(order), batch_size):
         batch_indices = order[start : start + batch_size]
         batch = [list(prompt_ids[i]) for i in batch_indices]
@@ -248,6 +155,7 @@ def save_sequences(records: Sequence[dict], path: str | os.PathLike) -> Path:
                 handle.write(json.dumps({"input_ids": record["input_ids"], "prompt_length": record["prompt_length"]}))
                 handle.write("\n")
         return path
+    require_extra("train", "datasets", purpose=f"Saving token sequences as a `datasets` folder ({path})")
     from datasets import Dataset
 
     Dataset.from_dict(
@@ -271,6 +179,7 @@ def load_sequences(path: str | os.PathLike) -> list[dict]:
                 if line.strip():
                     rows.append(json.loads(line))
     elif is_saved_dataset(path):
+        require_extra("train", "datasets", purpose=f"Reading the `datasets` folder {path}")
         from datasets import load_from_disk
 
         rows = list(load_from_disk(str(path)))

@@ -17,9 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..generation.capture import TappedLayerCapture
+from ..log import progress_bar
+from .batches import Batch
 
 CACHE_MANIFEST = "manifest.json"
 CACHE_FORMAT_VERSION = 1
@@ -96,7 +97,7 @@ def build_feature_cache(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     shards = []
-    progress = tqdm(total=len(sequences), desc="caching features", disable=not show_progress, mininterval=5.0)
+    progress = progress_bar(total=len(sequences), desc="caching features", disable=not show_progress)
     for shard_index, shard_start in enumerate(range(0, len(sequences), shard_size)):
         shard_sequences = sequences[shard_start : shard_start + shard_size]
         feature_rows, final_rows = [], []
@@ -213,8 +214,23 @@ class FeatureCache:
         )
 
 
+class FeatureSource:
+    """Tapped target features for a batch: computed by the target on the fly, or read from a disk cache."""
+
+    def __init__(self, extractor: TargetFeatureExtractor, cache: FeatureCache | None, device):
+        self.extractor = extractor
+        self.cache = cache
+        self.device = device
+
+    def __call__(self, batch: Batch) -> TargetFeatures:
+        if self.cache is not None:
+            return self.cache.batch(batch.indices, batch.input_ids.shape[1], self.device)
+        return self.extractor(batch.input_ids)
+
+
 __all__ = [
     "FeatureCache",
+    "FeatureSource",
     "TargetFeatureExtractor",
     "TargetFeatures",
     "build_feature_cache",

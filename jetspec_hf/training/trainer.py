@@ -1,101 +1,55 @@
-"""The training loop: AdamW with warmup + cosine, gradient clipping, periodic evaluation, checkpoints and resume.
+"""The training loop: AdamW with warm-up + cosine decay, gradient clipping, periodic evaluation, checkpoints, resume.
 
 It runs under `accelerate.Accelerator`, so the same code trains on one CPU process, one GPU, or several processes
 started by `accelerate launch` (the head is wrapped for data parallelism; the frozen target is only moved to the
 device). Batches and anchors are pure functions of (seed, step, process), so a resumed run continues exactly.
+
+The pieces live beside it: settings in `arguments`, the schedule in `schedule`, checkpoints in `checkpoints`, the
+run's folders and log in `run_folder`, held-out numbers in `evaluation`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
-import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..configuration_jetspec import JetSpecConfig
+from ..dtypes import torch_dtype
+from ..log import get_logger, progress_bar
 from ..modeling_jetspec import JetSpecDraftModel
-from .batches import Batch, BatchSchedule, collate, shard_indices
+from .arguments import HeadTrainingArguments
+from .batches import Batch, BatchSchedule, collate, usable_records
+from .checkpoints import (
+    CHECKPOINT_PREFIX,
+    TrainingProgress,
+    find_latest_checkpoint,
+    keep_weights_out_of_state,
+    prune_checkpoints,
+    resume_state_folder,
+)
 from .data import fingerprint_sequences
-from .features import FeatureCache, TargetFeatureExtractor, TargetFeatures, build_feature_cache
-from .objective import ObjectiveSettings, block_objective, sample_anchors, summarize_agreement
+from .evaluation import evaluate_head
+from .features import FeatureCache, FeatureSource, TargetFeatureExtractor, TargetFeatures, build_feature_cache
+from .objective import block_objective
+from .run_folder import (
+    EVAL_RESULTS_FILE,
+    TRAINING_ARGS_FILE,
+    TrainingLog,
+    check_run_folders,
+    clear_earlier_run,
+)
+from .schedule import warmup_cosine_schedule, warmup_steps_of
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FOLDER = "state"
-
-
-@dataclass
-class HeadTrainingArguments:
-    """Settings of one head training run (the CLI's options, one field each)."""
-
-    output_dir: str
-    max_steps: int = 1000
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    max_grad_norm: float = 1.0
-    anchors_per_seq: int = 16
-    ce_weight: float = 1.0
-    kl_weight: float = 0.0
-    kl_temperature: float = 1.0
-    depth_gamma: float | None = None
-    max_seq_len: int | None = None
-    seed: int = 0
-    log_steps: int = 10
-    eval_steps: int = 0
-    eval_batch_size: int | None = None
-    save_steps: int = 0
-    save_total_limit: int | None = 2
-    checkpoint_dir: str | None = None
-    resume: str | None = None
-    cache_features: str | None = None
-    cache_dtype: str = "float32"
-    mixed_precision: str = "no"
-    cpu: bool = False
-    save_dtype: str = "float32"
-    show_progress: bool = True
-
-    def objective_settings(self, head_config: JetSpecConfig) -> ObjectiveSettings:
-        """The loss settings for a head with `head_config`."""
-        return ObjectiveSettings.from_head_config(
-            head_config,
-            anchors_per_seq=self.anchors_per_seq,
-            ce_weight=self.ce_weight,
-            kl_weight=self.kl_weight,
-            kl_temperature=self.kl_temperature,
-            depth_gamma=self.depth_gamma,
-        )
-
-
-class TrainerState:
-    """Counters saved with every checkpoint (registered with the accelerator, so `load_state` restores them)."""
-
-    def __init__(self):
-        self.step = 0
-        self.best_eval_accept = None
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "best_eval_accept": self.best_eval_accept}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.best_eval_accept = state.get("best_eval_accept")
+logger = get_logger(__name__)
 
 
 def _accelerator_available() -> bool:
@@ -103,51 +57,6 @@ def _accelerator_available() -> bool:
     if accelerator is not None:
         return bool(accelerator.is_available())
     return torch.cuda.is_available()
-
-
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup over `warmup` steps, then cosine decay from 1 to `min_ratio` at `total`."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def usable_records(records: list[dict], block_size: int, max_seq_len: int | None) -> list[dict]:
-    """Records truncated to `max_seq_len` that still hold at least one full block after their loss start."""
-    kept = []
-    for record in records:
-        ids = record["input_ids"][:max_seq_len] if max_seq_len else record["input_ids"]
-        if len(ids) - block_size >= max(1, record["prompt_length"]):
-            kept.append({"input_ids": ids, "prompt_length": record["prompt_length"]})
-    return kept
-
-
-def find_latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The `checkpoint-<step>` folder with the highest step that holds a complete training state."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        return None
-    candidates = []
-    for path in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"):
-        suffix = path.name[len(CHECKPOINT_PREFIX) :]
-        if suffix.isdigit() and (path / STATE_FOLDER).is_dir():
-            candidates.append((int(suffix), path))
-    return max(candidates)[1] if candidates else None
-
-
-class FeatureSource:
-    """Tapped target features for a batch: computed by the target on the fly, or read from a disk cache."""
-
-    def __init__(self, extractor: TargetFeatureExtractor, cache: FeatureCache | None, device):
-        self.extractor = extractor
-        self.cache = cache
-        self.device = device
-
-    def __call__(self, batch: Batch) -> TargetFeatures:
-        if self.cache is not None:
-            return self.cache.batch(batch.indices, batch.input_ids.shape[1], self.device)
-        return self.extractor(batch.input_ids)
 
 
 class HeadTrainer:
@@ -202,37 +111,34 @@ class HeadTrainer:
             head.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
             weight_decay=args.weight_decay,
         )
-        warmup = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * args.max_steps)
+        warmup = warmup_steps_of(args.warmup_steps, args.warmup_ratio, args.max_steps)
         # Not passed through `prepare`: accelerate's scheduler wrapper steps once per process, which would shorten
         # the schedule under several processes. Registered instead, so that checkpoints still hold it.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, args.max_steps, warmup, args.min_lr_ratio)
-        )
+        self.scheduler = warmup_cosine_schedule(optimizer, warmup, args.max_steps, args.min_lr_ratio)
         self.head, self.optimizer = self.accelerator.prepare(head, optimizer)
-        self.state = TrainerState()
+        self.state = TrainingProgress()
         self.accelerator.register_for_checkpointing(self.scheduler, self.state)
+        keep_weights_out_of_state(self.accelerator, self.accelerator.unwrap_model(self.head))
 
         self.schedule = BatchSchedule(
             len(self.train_records), args.per_device_batch_size, self.accelerator.num_processes,
             self.accelerator.process_index, args.seed,
         )
         self.checkpoint_dir = Path(args.checkpoint_dir or args.output_dir)
+        self.training_log = TrainingLog(args.output_dir)
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------------------------------------------------
 
     def log(self, message: str) -> None:
-        """Print on the main process only, without breaking the progress bar."""
+        """A progress note (INFO), from the main process only."""
         if self.is_main:
-            tqdm.write(message)
+            logger.info(message)
 
     def _log_record(self, record: dict) -> None:
         self.history.append(record)
         if self.is_main:
-            output_dir = Path(self.args.output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            with open(output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            self.training_log.append(record)
 
     def _feature_cache(self, split: str, records: list[dict]) -> FeatureCache | None:
         """Open (building it first on the main process if absent) the feature cache of one split."""
@@ -245,8 +151,8 @@ class HeadTrainer:
             build_feature_cache(
                 self.extractor, [r["input_ids"] for r in records], cache_dir, fingerprint,
                 batch_size=self.args.eval_batch_size or self.args.per_device_batch_size,
-                dtype=DTYPES[self.args.cache_dtype], pad_token_id=self.pad_token_id,
-                device=self.accelerator.device, show_progress=self.args.show_progress,
+                dtype=torch_dtype(self.args.cache_dtype), pad_token_id=self.pad_token_id,
+                device=self.accelerator.device, show_progress=self.args.progress,
             )
         # The other processes wait for the main one to finish writing.
         self.accelerator.wait_for_everyone()
@@ -266,78 +172,31 @@ class HeadTrainer:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self) -> dict | None:
-        """Per-depth top-1 agreement with the labels (the target's own greedy tokens for self-distilled data), the
-        mean accepted length of a chain drafted from each block, and the loss, over the eval split.
+        """The held-out numbers of the head as it is now (see `evaluation.evaluate_head`)."""
 
-        Anchors are drawn per sequence from a seed fixed by the sequence index, so the numbers compare across
-        evaluations and process counts.
-        """
-        if not self.eval_records:
-            return None
-        # The unwrapped head: a data-parallel wrapper would run collectives in every forward, and processes may
-        # hold different numbers of eval batches.
-        head = self.accelerator.unwrap_model(self.head)
-        head.eval()
-        device = self.accelerator.device
-        block = self.settings.block_size
-        totals = torch.zeros(2 * (block - 1) + 3, device=device)  # correct[d], count[d], accepted, blocks, loss*blocks
-        mine = shard_indices(len(self.eval_records), self.accelerator.num_processes, self.accelerator.process_index)
-        batch_size = self.args.eval_batch_size or self.args.per_device_batch_size
-        for start in range(0, len(mine), batch_size):
-            indices = mine[start : start + batch_size]
-            batch = collate(self.eval_records, indices, self.pad_token_id).to(device)
-            anchors = self._fixed_anchors(batch)
-            with self.accelerator.autocast():
-                out = self._objective(head, batch, self.eval_features(batch), anchors=anchors)
-            totals[: block - 1] += out.correct_per_depth
-            totals[block - 1 : 2 * (block - 1)] += out.count_per_depth
-            totals[-3] += out.accepted_sum
-            totals[-2] += out.num_blocks
-            totals[-1] += out.loss.float() * out.num_blocks
-        totals = self.accelerator.reduce(totals, reduction="sum")
-        head.train()
-        blocks = totals[-2].clamp(min=1)
-        agreement = summarize_agreement(totals[: block - 1].cpu(), totals[block - 1 : 2 * (block - 1)].cpu())
-        return {
-            "eval_loss": float(totals[-1] / blocks),
-            "eval_top1_per_depth": [round(a, 4) for a in agreement],
-            "eval_mean_accepted": float(totals[-3] / blocks),
-            "eval_blocks": int(totals[-2]),
-        }
+        def objective(head, batch, anchors):
+            return self._objective(head, batch, self.eval_features(batch), anchors=anchors)
 
-    def _fixed_anchors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = []
-        for row, index in enumerate(batch.indices):
-            generator = torch.Generator().manual_seed(self.args.seed + 7919 * (index + 1))
-            rows.append(sample_anchors(batch.lengths[row : row + 1].cpu(), batch.loss_starts[row : row + 1].cpu(),
-                                       self.settings.block_size, self.settings.anchors_per_seq, generator))
-        slots = max(a.shape[1] for a, _ in rows)
-        anchors = torch.zeros(len(rows), slots, dtype=torch.long)
-        valid = torch.zeros(len(rows), slots, dtype=torch.bool)
-        for row, (a, v) in enumerate(rows):
-            anchors[row, : a.shape[1]], valid[row, : v.shape[1]] = a[0], v[0]
-        return anchors, valid
+        return evaluate_head(
+            self.accelerator, self.accelerator.unwrap_model(self.head), self.eval_records, objective, self.settings,
+            self.pad_token_id, self.args.eval_batch_size or self.args.per_device_batch_size, self.args.seed,
+        )
 
     # ------------------------------------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
         """`checkpoint-<step>/`: the head as `save_pretrained` writes it, plus `state/` (optimizer, scheduler, RNG,
-        step) for `--resume`. Older checkpoints beyond `save_total_limit` are removed."""
+        step; the weights are not repeated there) for `--resume`. Checkpoints beyond `save_total_limit` are
+        removed, the oldest first."""
         path = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.state.step}"
         if self.is_main:
             self.accelerator.unwrap_model(self.head).save_pretrained(path)
-        self.accelerator.save_state(str(path / STATE_FOLDER))
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(path / "state"))
         self.accelerator.wait_for_everyone()
         if self.is_main and self.args.save_total_limit:
-            found = sorted(
-                (int(p.name[len(CHECKPOINT_PREFIX) :]), p)
-                for p in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
-                if p.name[len(CHECKPOINT_PREFIX) :].isdigit()
-            )
-            for _, old in found[: -self.args.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            prune_checkpoints(self.checkpoint_dir, self.args.save_total_limit)
         self.log(f"saved {path}")
         return path
 
@@ -345,23 +204,22 @@ class HeadTrainer:
         resume = self.args.resume
         if not resume:
             return
-        path = find_latest_checkpoint(self.checkpoint_dir) if resume == "latest" else Path(resume)
-        if path is None:
+        state_folder = resume_state_folder(resume, self.checkpoint_dir)
+        if state_folder is None:
             self.log(f"--resume latest: no checkpoint in {self.checkpoint_dir}, starting from scratch")
             return
-        if (path / STATE_FOLDER).is_dir():
-            path = path / STATE_FOLDER
-        if not path.is_dir():
-            raise FileNotFoundError(f"--resume {resume}: {path} is not a checkpoint folder.")
-        self.accelerator.load_state(str(path))
-        self.log(f"resumed from {path} at step {self.state.step}")
+        self.accelerator.load_state(str(state_folder))
+        if self.is_main:
+            # The interrupted run logged past this step; those lines are written again from here.
+            self.training_log.keep_until(self.state.step)
+        self.log(f"resumed from {state_folder.parent} at step {self.state.step}")
 
     def save_final(self) -> Path:
         """Write the head (in `save_dtype`), the target's tokenizer and `training_args.json` to `output_dir`."""
         output_dir = Path(self.args.output_dir)
         if self.is_main:
             # A cast copy, so that the config records the saved dtype and the trained fp32 head stays as it is.
-            head = copy.deepcopy(self.accelerator.unwrap_model(self.head)).to(DTYPES[self.args.save_dtype])
+            head = copy.deepcopy(self.accelerator.unwrap_model(self.head)).to(torch_dtype(self.args.save_dtype))
             head.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
             record = {
@@ -376,13 +234,26 @@ class HeadTrainer:
                 "num_eval_sequences": len(self.eval_records),
                 "num_processes": self.accelerator.num_processes,
             }
-            (output_dir / "training_args.json").write_text(json.dumps(record, indent=2, default=str))
+            (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(record, indent=2, default=str))
         self.accelerator.wait_for_everyone()
         return output_dir
 
-    def train(self) -> dict:
-        """Run to `max_steps` (from a checkpoint when `resume` is set), save the final head, return a summary."""
+    def _prepare_run_folders(self) -> None:
+        # A fresh run must not append to an earlier run's log, nor leave its checkpoints for `--resume latest`.
+        # (`jetspec-hf train fit` checks this before loading anything.)
         args = self.args
+        check_run_folders(args.output_dir, args.checkpoint_dir, args.resume, args.overwrite_output_dir)
+        if self.is_main and args.overwrite_output_dir and not args.resume:
+            clear_earlier_run(args.output_dir, args.checkpoint_dir)
+        self.accelerator.wait_for_everyone()
+
+    def train(self) -> dict:
+        """Run to `max_steps` (from a checkpoint when `resume` is set), save the final head, return a summary.
+
+        Refuses (`ValueError`) folders that hold an earlier run unless `resume` or `overwrite_output_dir` is set.
+        """
+        args = self.args
+        self._prepare_run_folders()
         self._resume()
         accumulate = args.gradient_accumulation_steps
         self.log(
@@ -393,8 +264,8 @@ class HeadTrainer:
         )
         start_time = time.time()
         start_step = self.state.step
-        progress = tqdm(total=args.max_steps, initial=start_step, desc="training", mininterval=5.0,
-                        disable=not (self.is_main and args.show_progress))
+        progress = progress_bar(total=args.max_steps, initial=start_step, desc="training",
+                                disable=not (self.is_main and args.progress))
         running = torch.zeros(3, device=self.accelerator.device)  # loss sum, top-1 (depth 1) sum, count
         while self.state.step < args.max_steps:
             for micro in range(accumulate):
@@ -446,7 +317,7 @@ class HeadTrainer:
             "final_eval": final_eval,
         }
         if self.is_main:
-            (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(summary, indent=2))
+            (Path(args.output_dir) / EVAL_RESULTS_FILE).write_text(json.dumps(summary, indent=2))
         return summary
 
     def _log_eval(self, step: int) -> dict | None:
@@ -459,5 +330,4 @@ class HeadTrainer:
         return result
 
 
-__all__ = ["DTYPES", "HeadTrainer", "HeadTrainingArguments", "find_latest_checkpoint", "usable_records",
-           "warmup_cosine"]
+__all__ = ["HeadTrainer", "HeadTrainingArguments", "find_latest_checkpoint"]

@@ -1,4 +1,5 @@
-"""Fixtures of the Hub tests: tiny models, offline mode, a working directory with no model folders."""
+"""Fixtures of the Hub tests: tiny models, offline mode, a working directory with no model folders, a base model in
+a Hub cache."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import huggingface_hub.constants
 import pytest
 import torch
 
+from hub_cache import add_to_hub_cache
 from tiny_models import tiny_head, tiny_target
+
+# The repo id under which the tiny target is found in the test Hub cache (see `base_model`).
+BASE_MODEL = "tiny-org/tiny-qwen3"
 
 
 @pytest.fixture
@@ -16,6 +21,22 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert huggingface_hub.constants.is_offline_mode()
+
+
+@pytest.fixture(autouse=True)
+def _hub_unreachable(offline):
+    """The Hub is never reached from a test: a repo id resolves from a local cache or not at all, at once."""
+
+
+@pytest.fixture
+def base_model(tmp_path, target, monkeypatch):
+    """`BASE_MODEL`, the tiny target, in the default Hub cache (as `hf download` would leave it)."""
+    folder = tmp_path / "base_model"
+    target.save_pretrained(folder)
+    cache = tmp_path / "base-model-cache"
+    add_to_hub_cache(cache, BASE_MODEL, folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return BASE_MODEL
 
 
 @pytest.fixture

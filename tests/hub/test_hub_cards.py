@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from jetspec_hf.hub import render_causal_lm_card, render_head_card, summarize_bench, summarize_training
-from jetspec_hf.hub.cards import count_safetensors_parameters, format_count
+from jetspec_hf.hub.card_facts import count_safetensors_parameters, format_count
 
 BENCH = {
     "environment": {"device": "cuda:0", "dtype": "bfloat16", "torch": "2.13.0", "transformers": "5.24.0",

@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 import jetspec_hf.cli
 from jetspec_hf import JetSpecDraftModel
-from jetspec_hf.hub import check_hub_folder, main, prepare_hub_folder, push_head_to_hub
+from jetspec_hf.hub import check_hub_folder, main, prepare_hub_folder, push_head_to_hub, repository_files
 from jetspec_hf.hub.remote_code import collect_modules, read_head_location
 from jetspec_hf.hub.remote_generate import generate as remote_generate
 from test_modeling_jetspec import write_released_checkpoint
@@ -52,8 +52,8 @@ def _captured_upload(monkeypatch):
     return calls
 
 
-def test_prepared_folder_contents(tmp_path, head, trained_folder):
-    out = prepare_hub_folder(trained_folder, tmp_path / "out", base_model="Qwen/Qwen3-8B", bench_json=BENCH,
+def test_prepared_folder_contents(tmp_path, head, trained_folder, base_model):
+    out = prepare_hub_folder(trained_folder, tmp_path / "out", base_model=base_model, bench_json=BENCH,
                              repo_id=REPO)
     names = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
     assert {"config.json", "model.safetensors", "README.md", "bench_results.json", "training_args.json",
@@ -65,7 +65,7 @@ def test_prepared_folder_contents(tmp_path, head, trained_folder):
     assert all(torch.equal(tensor, state[name]) for name, tensor in reloaded.state_dict().items())
 
     card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == "Qwen/Qwen3-8B" and "jetspec" in card.data.tags
+    assert card.data.base_model == base_model and "jetspec" in card.data.tags
     assert "| optimizer steps | 12 |" in card.text  # from the folder's training_args.json
     assert "| tree | jetspec-tree | 16 | 1.50 |" in card.text
     assert json.loads((out / "bench_results.json").read_text()) == BENCH
@@ -121,15 +121,15 @@ def test_in_place_leaves_weights_untouched(trained_folder):
     assert (trained_folder / "README.md").is_file() and read_head_location(trained_folder) == REPO
 
 
-def test_push_uploads_the_folder(tmp_path, head, monkeypatch):
-    out = prepare_hub_folder(head, tmp_path / "out", base_model="Qwen/Qwen3-8B", repo_id=REPO)
+def test_push_uploads_the_folder(tmp_path, head, monkeypatch, base_model):
+    out = prepare_hub_folder(head, tmp_path / "out", base_model=base_model, repo_id=REPO)
     calls = _captured_upload(monkeypatch)
     assert push_head_to_hub(out, REPO, private=True, commit_message="first head") == "commit"
     assert calls["create"] == (REPO, {"token": None, "private": True, "repo_type": "model", "exist_ok": True})
     upload = calls["upload"]
     assert upload["repo_id"] == REPO and upload["folder_path"] == str(out) and upload["repo_type"] == "model"
     assert upload["commit_message"] == "first head" and upload["revision"] is None and upload["create_pr"] is False
-    assert "**/__pycache__/**" in upload["ignore_patterns"]
+    assert upload["allow_patterns"] == repository_files(out)
 
 
 def test_push_refuses_a_folder_meant_for_elsewhere(tmp_path, head, monkeypatch):
@@ -181,13 +181,13 @@ def test_cli_dispatch_and_head_card(tmp_path, trained_folder, capsys):
 
 def test_cli_needs_base_model_for_a_head(trained_folder, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--folder", str(trained_folder)])
+        main(["--folder", str(trained_folder), "--in-place"])
     assert exit_info.value.code == 2 and "--base-model is required" in capsys.readouterr().err
 
 
-def test_cli_push(tmp_path, trained_folder, monkeypatch):
+def test_cli_push(tmp_path, trained_folder, monkeypatch, base_model):
     calls = _captured_upload(monkeypatch)
-    assert main(["--folder", str(trained_folder), "--base-model", "Qwen/Qwen3-8B", "--output", str(tmp_path / "out"),
+    assert main(["--folder", str(trained_folder), "--base-model", base_model, "--output", str(tmp_path / "out"),
                  "--push-to", REPO, "--private"]) == 0
     assert calls["create"][0] == REPO and calls["create"][1]["private"] is True
     assert calls["upload"]["folder_path"] == str(tmp_path / "out")
@@ -200,7 +200,8 @@ def test_cli_card_for_a_plain_model(tmp_path, target):
     summary = {"name": "target", "steps": 300, "batch_size": 16, "seq_len": 256, "lr": 0.001, "seed": 0,
                "train_tokens": 1228800, "epochs": 2.5, "final_train_loss": 2.1, "heldout_loss": 2.4}
     (tmp_path / "target" / "training_summary.json").write_text(json.dumps(summary))
-    assert main(["--folder", str(tmp_path / "target"), "--role", "bundled target", "--tag", "jetspec-bundled"]) == 0
+    assert main(["--folder", str(tmp_path / "target"), "--role", "bundled target", "--tag", "jetspec-bundled",
+                 "--in-place"]) == 0
     card = ModelCard.load(tmp_path / "target" / "README.md")
     assert card.data.tags == ["qwen3", "jetspec-bundled"] and "**Role:** bundled target" in card.text
     for row in ("| optimizer steps | 300 |", "| sequences per step | 16 |", "| peak learning rate | 0.001 |",

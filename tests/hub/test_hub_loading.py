@@ -4,15 +4,16 @@ a repo id is neither cached nor reachable."""
 from __future__ import annotations
 
 import inspect
+import json
 import shutil
 
 import pytest
 import torch
+import transformers.dynamic_module_utils
 import transformers.utils.hub
 from huggingface_hub import constants
 from transformers import AutoModel
 
-import jetspec_hf  # noqa: F401  (registers the `jetspec` model type with the Auto classes)
 from hub_cache import add_to_hub_cache
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.hub import unresolved_repo_error
@@ -101,15 +102,38 @@ def test_released_format_by_repo_id(tmp_path, offline, away_from_folders, downlo
     assert all(torch.equal(state[name], tensor) for name, tensor in weights.items())
 
 
-def test_released_format_is_qwen3_for_automodel(tmp_path, offline, away_from_folders):
-    # Documented limitation: a released config says `model_type: qwen3`, so AutoModel builds a plain Qwen3 model
-    # from it. Released heads load with `JetSpecDraftModel.from_pretrained`.
-    write_released_checkpoint(tmp_path / "released")
+def test_automodel_refuses_a_released_head_unless_its_own_code_is_trusted(tmp_path, offline, away_from_folders,
+                                                                          monkeypatch):
+    # A released config says `model_type: qwen3`: AutoModel would build a plain Qwen3Model from it. It says how to
+    # load the head instead, and still runs the repository's own code when that is asked for.
+    folder = tmp_path / "released"
+    write_released_checkpoint(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "dflash.DFlashDraftModel"}}))
+    (folder / "dflash.py").write_text(REMOTE_DFLASH_CODE)
     cache = tmp_path / "cache"
-    add_to_hub_cache(cache, REPO, tmp_path / "released")
-    auto = AutoModel.from_pretrained(REPO, cache_dir=cache)
-    assert not isinstance(auto, JetSpecDraftModel)
-    assert auto.config.model_type == "qwen3"
+    add_to_hub_cache(cache, REPO, folder)
+    with pytest.raises(ValueError, match=r"JetSpecDraftModel\.from_pretrained\('jetspec-test/tiny-head'\)"):
+        AutoModel.from_pretrained(REPO, cache_dir=cache)
+
+    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    remote = AutoModel.from_pretrained(REPO, cache_dir=cache, trust_remote_code=True)
+    assert type(remote).__name__ == "DFlashDraftModel" and not isinstance(remote, JetSpecDraftModel)
+    assert isinstance(JetSpecDraftModel.from_pretrained(REPO, cache_dir=cache), JetSpecDraftModel)
+
+
+# The smallest modeling file a released repository could ship for `trust_remote_code=True`.
+REMOTE_DFLASH_CODE = """
+from transformers import PreTrainedModel, Qwen3Config
+
+
+class DFlashDraftModel(PreTrainedModel):
+    config_class = Qwen3Config
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.post_init()
+"""
 
 
 def test_revisions_by_commit_and_branch(tmp_path, target, head, offline, away_from_folders, download_calls):

@@ -66,7 +66,7 @@ def test_prompt_sources(tmp_path):
     prompts = load_prompts([jsonl, tmp_path / "ds", text], tokenizer, window_tokens=10)
     # The 25-character file gives windows at 0 and 10 (the 5-token tail is under half a window).
     assert prompts == ["abc", "de", "xyz", "uvw", "a" * 10, "a" * 10]
-    with pytest.raises(ValueError, match="text-field"):
+    with pytest.raises(ValueError, match="Pass --field"):
         load_prompts([jsonl], tokenizer, text_field="missing")
     with pytest.raises(FileNotFoundError):
         load_prompts([tmp_path / "nope.jsonl"], tokenizer)

@@ -17,7 +17,7 @@ TRAIN, EVAL = repetitive_records(48, seed=0), repetitive_records(8, seed=1)
 
 def run(tmp_path, name, **overrides):
     settings = dict(output_dir=str(tmp_path / name), max_steps=40, per_device_batch_size=4, learning_rate=3e-3,
-                    anchors_per_seq=6, log_steps=5, seed=0, show_progress=False)
+                    anchors_per_seq=6, log_steps=5, seed=0, progress=False)
     settings.update(overrides)
     target = tiny_target()
     trainer = HeadTrainer(target, tiny_tokenizer(), tiny_head_config(target), TRAIN, EVAL,
@@ -81,7 +81,7 @@ def test_cache_built_for_other_layers_is_refused(tmp_path):
     run(tmp_path, "first", max_steps=1, cache_features=str(tmp_path / "cache"))
     target = tiny_target()
     config = tiny_head_config(target, layers=(0, 2))
-    args = HeadTrainingArguments(output_dir=str(tmp_path / "second"), max_steps=1, show_progress=False,
+    args = HeadTrainingArguments(output_dir=str(tmp_path / "second"), max_steps=1, progress=False,
                                  cache_features=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="taps layers"):
         HeadTrainer(target, tiny_tokenizer(), config, TRAIN, EVAL, args)

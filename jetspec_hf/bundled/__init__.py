@@ -1,0 +1,26 @@
+"""The bundled small models (a Qwen3 target, its JetSpec and DFlash heads, a draft LM) and their held-out prompts:
+the defaults of `jetspec-hf bench` and the quickstart.
+
+They ship as package data, found with `importlib.resources` wherever the package is installed (wheel, `--user`,
+editable). In the repository they live in `examples/models/` and `examples/data/`, where the scripts that build
+them write; `models` and `heldout_prompts.jsonl` here are links to them, and wheels carry copies.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+
+def bundled_path(*parts: str) -> Path:
+    """The path of a bundled file or folder, e.g. `bundled_path("models", "target")`.
+
+    A path on disk, as `from_pretrained` needs: wheels install unpacked, so package data is plain files.
+    """
+    return Path(str(resources.files(__name__).joinpath(*parts)))
+
+
+BUNDLED_MODELS = bundled_path("models")
+BUNDLED_PROMPTS = bundled_path("heldout_prompts.jsonl")
+
+__all__ = ["BUNDLED_MODELS", "BUNDLED_PROMPTS", "bundled_path"]
