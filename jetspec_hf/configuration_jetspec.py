@@ -10,6 +10,9 @@ from transformers import AutoConfig, Qwen3Config
 # The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
+# Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them.
+DEFAULT_TREE_SETTINGS = {"tree_budget": 64, "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0}
+
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
     """The tapped target layers a released head uses when its config does not list them.
@@ -41,13 +44,10 @@ class JetSpecConfig(Qwen3Config):
             The released checkpoints' sub-config: `target_layer_ids` (tapped target layers, 0-based; the head reads
             the OUTPUT of each), `mask_token_id` (token whose embedding fills unknown block positions) and
             `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one).
-        tree_budget (`int`, defaults to 64):
-            Default number of tree nodes (root included) verified per round.
-        tree_width (`int`, defaults to 8):
-            Default number of children attached when a tree node is expanded. On the bundled pair, 8 beats 4 from
-            a budget of 64 nodes up (τ 2.97 vs 2.75 at 64, 3.35 vs 2.91 at 128), and 4 wins below.
-        tree_depth (`int`, *optional*):
-            Default maximum tree depth; `None` means `block_size - 1`.
+        tree_budget, tree_width, tree_depth (`int`, *optional*):
+            Where version 0.1 kept a head's tree defaults. They are read as the head's defaults when its
+            `generation_config.json` does not set them; new folders keep them in `generation_config.json`, like
+            any generation setting (see `JetSpecDraftModel.save_pretrained`).
 
     Example:
 
@@ -65,8 +65,8 @@ class JetSpecConfig(Qwen3Config):
     block_size: int = 16
     num_target_layers: int | None = None
     dflash_config: dict | None = None
-    tree_budget: int = 64
-    tree_width: int = 8
+    tree_budget: int | None = None
+    tree_width: int | None = None
     tree_depth: int | None = None
 
     def __post_init__(self, **kwargs):
@@ -123,4 +123,4 @@ class JetSpecConfig(Qwen3Config):
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
 AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
-__all__ = ["JetSpecConfig", "default_target_layer_ids"]
+__all__ = ["DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]

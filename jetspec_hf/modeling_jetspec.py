@@ -9,6 +9,7 @@ Weight names match the released checkpoints exactly (``layers.{i}.*``, ``fc``, `
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -196,7 +197,7 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         # transformers gives a generation config only to models that can generate; a head cannot, but tools that
         # introspect models read this attribute, so it exists like on any model (from_pretrained replaces it with
         # the folder's generation_config.json when there is one).
-        self.generation_config = GenerationConfig.from_model_config(config)
+        self.generation_config = with_tree_defaults(GenerationConfig.from_model_config(config), config)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -217,9 +218,10 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
                 raise
             raise clearer from error
         head = loaded[0] if isinstance(loaded, tuple) else loaded  # (head, loading info) with output_loading_info
-        head.generation_config = generation_config or _saved_generation_config(pretrained_model_name_or_path, kwargs)
-        if head.generation_config is None:
-            head.generation_config = GenerationConfig.from_model_config(head.config)
+        generation_config = generation_config or _saved_generation_config(pretrained_model_name_or_path, kwargs)
+        if generation_config is None:
+            generation_config = GenerationConfig.from_model_config(head.config)
+        head.generation_config = with_tree_defaults(generation_config, head.config)
         # Whether the caller chose the dtype: tree decoding says so when an unchosen dtype differs from the target's.
         head._requested_dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         return loaded
@@ -260,7 +262,10 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
             with open(config_path, "w", encoding="utf-8") as handle:
                 handle.write(json.dumps(released_config, indent=2) + "\n")
         elif self.generation_config != GenerationConfig.from_model_config(self.config):
-            self.generation_config.save_pretrained(save_directory)
+            generation_config = copy.deepcopy(self.generation_config)
+            # A config flagged as derived from the model config drops custom entries (the tree settings) on load.
+            generation_config._from_model_config = False
+            generation_config.save_pretrained(save_directory)
 
     def generate(self, *args, **kwargs):
         """Always raises `JetSpecNotEnabledError`: a head drafts a tree from the target's hidden states and cannot
@@ -345,6 +350,19 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         for layer in self.layers:
             hidden_states = layer(hidden_states, context_states, position_embeddings, attention_mask, cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+
+TREE_DEFAULT_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion", "prompt_lookup_num_tokens")
+
+
+def with_tree_defaults(generation_config: GenerationConfig, config: JetSpecConfig) -> GenerationConfig:
+    """`generation_config` with the tree defaults that a version-0.1 folder kept in config.json filled in, where it
+    sets none of its own: the head's generation config is where its tree defaults live."""
+    for name in TREE_DEFAULT_NAMES:
+        legacy = getattr(config, name, None)
+        if legacy is not None and getattr(generation_config, name, None) is None:
+            setattr(generation_config, name, legacy)
+    return generation_config
 
 
 def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -> GenerationConfig | None:

@@ -8,6 +8,7 @@ import torch
 from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
 from transformers.utils import logging
 
+from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
 from ..modeling_jetspec import JetSpecDraftModel
 from .tree import TREE_EXPANSIONS
 from .tree_attention import install_tree_attention, routes_tree_attention
@@ -43,10 +44,13 @@ class TreeSettings:
 
 
 def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
-    """Each tree setting from the first of `sources` that sets it, else the head's default; ranges checked.
+    """Each tree setting from the first of `sources` that sets it, then from the head's generation config (its
+    folder's `generation_config.json`), then `DEFAULT_TREE_SETTINGS`; ranges checked.
 
     `sources` are dicts (call kwargs) or objects with attributes (generation configs), highest priority first.
     """
+    config = head.config
+    sources = (*sources, getattr(head, "generation_config", None))
 
     def first_set(name: str, default):
         for source in sources:
@@ -55,12 +59,11 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
                 return value
         return default
 
-    config = head.config
-    budget = first_set("tree_budget", config.tree_budget)
-    width = first_set("tree_width", config.tree_width)
-    depth = first_set("tree_depth", config.tree_depth or config.max_tree_depth)
-    expansion = first_set("tree_expansion", "node")
-    lookup_tokens = first_set("prompt_lookup_num_tokens", 0)
+    budget = first_set("tree_budget", DEFAULT_TREE_SETTINGS["tree_budget"])
+    width = first_set("tree_width", DEFAULT_TREE_SETTINGS["tree_width"])
+    depth = first_set("tree_depth", config.max_tree_depth)
+    expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])
+    lookup_tokens = first_set("prompt_lookup_num_tokens", DEFAULT_TREE_SETTINGS["prompt_lookup_num_tokens"])
     if not isinstance(budget, int) or budget < 1:
         raise ValueError(f"`tree_budget` must be an integer >= 1 (nodes per round, root included), got {budget!r}.")
     if not isinstance(width, int) or width < 1:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
+
 # The Markdown shown where a value is unknown.
 MISSING = "–"
 
@@ -56,10 +58,23 @@ def count_safetensors_parameters(folder: str | Path) -> int | None:
     return total
 
 
-def describe_head(config, num_parameters: int | None = None) -> dict:
-    """The facts of a head (a `JetSpecConfig`) that its card states: kind, block size, tapped layers, size, tree
-    defaults."""
+def describe_head(config, num_parameters: int | None = None, generation_config=None) -> dict:
+    """The facts of a head (a `JetSpecConfig`, and its generation config) that its card states: kind, block size,
+    tapped layers, size, tree defaults."""
     causal = config.causal_head
+
+    def tree_default(name: str, fallback):
+        for source in (generation_config, config):
+            value = getattr(source, name, None)
+            if value is not None:
+                return value
+        return fallback
+
+    tree_defaults = {
+        "tree_budget": tree_default("tree_budget", DEFAULT_TREE_SETTINGS["tree_budget"]),
+        "tree_width": tree_default("tree_width", DEFAULT_TREE_SETTINGS["tree_width"]),
+        "tree_depth": tree_default("tree_depth", config.block_size - 1),
+    }
     layer_ids = config.dflash_config.get("target_layer_ids") or []
     return {
         "causal": causal,
@@ -80,9 +95,7 @@ def describe_head(config, num_parameters: int | None = None) -> dict:
         "num_parameters": num_parameters,
         "parameters": format_count(num_parameters),
         "dtype": dtype_name(getattr(config, "dtype", None)) or MISSING,
-        "tree_budget": config.tree_budget,
-        "tree_width": config.tree_width,
-        "tree_depth": config.tree_depth or config.block_size - 1,
+        **tree_defaults,
     }
 
 

@@ -85,6 +85,7 @@ def render_head_card(
     config,
     *,
     base_model: str,
+    generation_config=None,
     num_parameters: int | None = None,
     bench: str | Path | Mapping | None = None,
     training_args: str | Path | Mapping | None = None,
@@ -102,6 +103,7 @@ def render_head_card(
 
     Args:
         config: the head's config.
+        generation_config: the head's generation config, where its tree defaults live.
         base_model: repo id of the target the head drafts for (card metadata `base_model`).
         num_parameters: the head's parameter count (see `count_safetensors_parameters`).
         bench: bench JSON (path or parsed) for the results table; `None` renders a placeholder note.
@@ -120,7 +122,7 @@ def render_head_card(
         config, base_model=base_model, license=license, custom_generate=custom_generate, datasets=datasets,
         language=language, extra_tags=extra_tags,
     )
-    head = describe_head(config, num_parameters)
+    head = describe_head(config, num_parameters, generation_config)
     repo = repo_id or "path/to/this/head"
     return _render(
         card_data,

@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from transformers import GenerationConfig
+
 from ..configuration_jetspec import JetSpecConfig
 from ..log import get_logger
 from ..modeling_jetspec import JetSpecDraftModel
@@ -111,12 +113,16 @@ def prepare_hub_folder(
         config = JetSpecConfig.from_pretrained(source_dir)
         num_parameters = count_safetensors_parameters(source_dir)
         fingerprint = folder_fingerprint(source_dir)
+        generation_config = None
+        if (source_dir / "generation_config.json").is_file():
+            generation_config = GenerationConfig.from_pretrained(source_dir)
     else:
         if source_dir is not None:
             # dtype="auto" keeps the dtype the weights were saved in instead of upcasting to float32.
             head = JetSpecDraftModel.from_pretrained(source_dir, dtype="auto")
         config, num_parameters = head.config, head.num_parameters()
         fingerprint = state_dict_fingerprint(head.state_dict())
+        generation_config = head.generation_config
     _check_fit(config, base_model, base_model_config)
     mismatch = bench_mismatch(bench, fingerprint)
     if mismatch:
@@ -136,6 +142,7 @@ def prepare_hub_folder(
         write_custom_generate(output_dir, head_location=repo_id or str(output_dir.resolve()))
     card = render_head_card(
         config,
+        generation_config=generation_config,
         base_model=base_model,
         num_parameters=num_parameters,
         bench=bench,

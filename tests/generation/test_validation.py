@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 import jetspec_hf
 from tiny_models import random_prompt, tiny_head, tiny_target
@@ -110,3 +110,33 @@ def test_a_head_left_in_its_config_dtype_next_to_a_float32_target_is_reported_on
         for head_variant in (matching, chosen):
             target.generate(prompt, do_sample=False, max_new_tokens=4, assistant_model=head_variant)
     assert not [record for record in caplog.records if "JetSpec" in record.getMessage()]
+
+
+def _tree_size(target, head, **kwargs):
+    out = target.generate(random_prompt(0, 6), do_sample=False, max_new_tokens=10, assistant_model=head,
+                          return_dict_in_generate=True, **kwargs)
+    return max(out.tree_sizes)
+
+
+def test_tree_settings_resolve_like_generation_arguments(tmp_path):
+    target = jetspec_hf.enable(tiny_target())
+    head = tiny_head(target)
+    head.generation_config.tree_budget = 9
+    head.save_pretrained(tmp_path)
+    head = jetspec_hf.JetSpecDraftModel.from_pretrained(tmp_path, dtype=torch.float32)
+    assert head.generation_config.tree_budget == 9  # shipped in the head folder's generation_config.json
+    assert _tree_size(target, head) == 9
+    target.generation_config.tree_budget = 7
+    try:
+        assert _tree_size(target, head) == 7  # the target's generation config beats the head's defaults
+        assert _tree_size(target, head, generation_config=GenerationConfig(tree_budget=5, max_new_tokens=10)) == 5
+        assert _tree_size(target, head, generation_config=GenerationConfig(tree_budget=5), tree_budget=3) == 3
+    finally:
+        del target.generation_config.tree_budget
+
+
+def test_a_version_0_1_folder_keeps_its_tree_defaults_from_config_json(tmp_path):
+    target = jetspec_hf.enable(tiny_target())
+    head = tiny_head(target, tree_budget=6)  # where version 0.1 kept them
+    assert head.generation_config.tree_budget == 6
+    assert _tree_size(target, head) == 6
