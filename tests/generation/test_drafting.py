@@ -27,4 +27,4 @@ def test_incremental_rounds_equal_one_full_forward():
             depth_logits = drafter.draft(torch.tensor([[anchor]]), depth=5)
             expected = _draft_from_scratch(head, target, all_features[:, :committed], anchor, 5)
             torch.testing.assert_close(depth_logits, expected, rtol=1e-4, atol=1e-4)
-            assert drafter.cache.get_seq_length() == committed
+            assert drafter.state.length == committed

@@ -66,8 +66,8 @@ def test_a_tree_call_continues_the_head_context_of_the_previous_one(pair):
     second = _generate(target, head, follow_up, first.cache, 6, tree=True)
     assert torch.equal(second.sequences, target.generate(follow_up, do_sample=False, max_new_tokens=6))
     # The head's own cache went on growing instead of starting over from the new tokens.
-    assert second.cache._jetspec_draft_context.cache is context.cache
-    assert context.cache.get_seq_length() > 8
+    assert second.cache._jetspec_draft_context.state is context.state
+    assert context.state.length > 8
 
 
 def test_a_cache_without_head_context_continues_with_a_warning(pair, caplog):
