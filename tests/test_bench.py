@@ -66,7 +66,8 @@ def test_bench_runs_every_method_and_writes_json_and_png(bench_files, tmp_path, 
     rows = {row["name"]: row for row in report["methods"]}
     kinds = [row["kind"] for row in report["methods"]]
     expected_kinds = ["plain", "hf-assisted", "hf-prompt-lookup", "hf-dflash", "hf-dflash", "jetspec-chain",
-                      "jetspec-tree", "jetspec-tree", "dflash-chain", "dflash-tree", "dflash-tree"]
+                      "jetspec-tree", "jetspec-tree", "jetspec-fanout", "jetspec-fanout", "jetspec-hybrid",
+                      "jetspec-hybrid", "dflash-chain", "dflash-tree", "dflash-tree"]
     assert kinds == expected_kinds
     keys = {"name", "kind", "tree_budget", "tree_width", "tau", "target_forwards_per_token", "tokens_per_second",
             "speedup", "matches_plain", "skipped_reason"}
@@ -87,14 +88,17 @@ def test_bench_runs_every_method_and_writes_json_and_png(bench_files, tmp_path, 
     assert [row["tree_budget"] for row in report["methods"] if row["kind"] == "jetspec-tree"] == [4, 8]
     chain = rows["JetSpec chain"]
     assert chain["tree_width"] == 1 and chain["tree_budget"] == 8  # block_size 8: depth 7, root included
+    assert {row["tree_expansion"] for row in report["methods"] if row["kind"] == "jetspec-fanout"} == {"fanout"}
+    assert all(row["lookup_tokens"] for row in report["methods"] if row["kind"] == "jetspec-hybrid")
+    tree_kinds = ("-tree", "-chain", "-fanout", "-hybrid")
     for row in report["methods"]:
-        if row["kind"].endswith("-tree") or row["kind"].endswith("-chain"):
+        if row["kind"].endswith(tree_kinds):
             assert row["tau"] >= 1.0
             # One forward per round plus the prefill: never more forwards than plain decoding.
             assert row["target_forwards_per_token"] <= 1.0 + 1e-9
 
     breakdown = report["round_breakdown"]
-    profiled = [row["name"] for row in report["methods"] if row["kind"].endswith(("-tree", "-chain"))]
+    profiled = [row["name"] for row in report["methods"] if row["kind"].endswith(tree_kinds)]
     assert list(breakdown["methods"]) == profiled
     for entry in breakdown["methods"].values():
         assert {"draft", "tree", "verify", "accept", "cache", "other", "round", "round_over_verify"} <= set(entry)
@@ -207,7 +211,26 @@ def test_without_target_the_bundled_pair_and_prompts_are_the_defaults():
         pytest.skip("bundled models not built")
     args = parse_args([])
     assert (args.target, args.head) == (str(BUNDLED["target"]), str(BUNDLED["head"]))
-    assert args.dataset == str(BUNDLED_PROMPTS) and args.budgets == [8, 16, 32, 64, 128]
+    assert args.dataset == str(BUNDLED_PROMPTS) and args.budgets == [8, 16, 32, 64]
     # An explicit target is never paired with the bundled head by accident.
     with pytest.raises(SystemExit):
         parse_args(["--target", str(BUNDLED["target"])])
+
+
+def test_methods_are_interleaved_call_by_call(bench_files, tmp_path, monkeypatch):
+    original = Method.generate
+    calls = []
+
+    def recording(self, input_ids, round_profiler=None):
+        if round_profiler is None:
+            calls.append((self.name, input_ids.shape[1]))
+        return original(self, input_ids, round_profiler)
+
+    monkeypatch.setattr(Method, "generate", recording)
+    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "tree", "--profile-samples", "0", "--warmup",
+                      "0", "--repeats", "2")
+    assert main(argv) == 0
+    names = ["plain", "HF prompt lookup (k=10)", "JetSpec tree b=4", "JetSpec tree b=8"]
+    # For each prompt, each repeat calls every method once, in turn: no method runs twice in a row.
+    assert [name for name, _ in calls] == names * 4
+    assert len({length for _, length in calls[:8]}) == 1 and calls[0][1] != calls[8][1]

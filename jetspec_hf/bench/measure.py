@@ -133,55 +133,77 @@ def _record(result: MethodResult, index: int, input_ids, generation, reference) 
             result.mismatches.append(mismatch)
 
 
-def run_method(
-    method: Method,
+def run_interleaved(
+    methods: list[Method],
     prompts: list[torch.Tensor],
-    reference: list[list[int]] | None,
     target: torch.nn.Module,
     warmup: int = 1,
-    progress: bool = True,
     repeats: int = 1,
     overall=None,
-) -> MethodResult:
-    """Warm `method` up on the first prompt, then time it on every prompt.
+) -> list[MethodResult]:
+    """Time every method on every prompt, interleaved call by call, and check each output against plain decoding.
 
-    Only the `generate` call itself is timed (bracketed by device syncs); with `repeats > 1` each prompt is run
-    that many times and its fastest time is kept. `reference` holds plain decoding's new
-    tokens per prompt; `None` when `method` is plain decoding itself. A stock transformers method that raises is
-    returned as skipped with the exception as its reason; an exception in the tree path propagates. `overall`, a
-    progress bar over the whole benchmark, advances by one per `generate` call.
+    For each prompt, each round of `repeats` calls every method once in turn, so that whatever else the machine
+    does at that moment falls on all methods alike; each method keeps its fastest call per prompt. Only the
+    `generate` call itself is timed (bracketed by device syncs). `methods[0]` must be plain decoding: its outputs
+    are the reference. A stock transformers method that raises is recorded as skipped with the exception as its
+    reason and drops out; an exception in plain decoding or the tree path propagates. `overall`, a progress bar
+    over the whole benchmark, advances by one per `generate` call.
     """
-    result = MethodResult(method=method, skipped_reason=method.skipped_reason)
-    if result.skipped_reason is not None:
-        return result
-    device = target.device
-    try:
-        for _ in range(warmup):
-            method.generate(prompts[0])
+    results = {method.name: MethodResult(method=method, skipped_reason=method.skipped_reason) for method in methods}
+    active = [method for method in methods if method.skipped_reason is None]
+    device = _device_of(prompts)
+
+    def call(method, input_ids):
+        try:
+            return method.generate(input_ids)
+        except Exception as error:  # noqa: BLE001 - a stock path that cannot run this model is reported
+            if not method.stock or method.kind == "plain":
+                raise
+            results[method.name] = MethodResult(method=method, skipped_reason=f"{type(error).__name__}: {error}")
+            active.remove(method)
+            return None
+
+    for _ in range(warmup):
+        for method in list(active):
+            call(method, prompts[0])
             _advance(overall)
-        with ForwardCounter(target) as counter:
-            bar = tqdm(prompts, desc=method.name, leave=False, disable=not progress, position=1)
-            for index, input_ids in enumerate(bar):
-                forwards_before = counter.count
-                fastest = float("inf")
-                for repeat in range(repeats):
+    with ForwardCounter(target) as counter:
+        for index, input_ids in enumerate(prompts):
+            fastest = {method.name: float("inf") for method in active}
+            for repeat in range(repeats):
+                for method in list(active):
+                    forwards_before = counter.count
                     synchronize(device)
                     start = time.perf_counter()
-                    generation = method.generate(input_ids)
+                    generation = call(method, input_ids)
                     synchronize(device)
+                    elapsed = time.perf_counter() - start
                     _advance(overall)
-                    # The fastest repeat is the one least disturbed by other work on the machine.
-                    fastest = min(fastest, time.perf_counter() - start)
+                    if generation is None:
+                        continue
+                    # The fastest call is the one least disturbed by other work on the machine.
+                    fastest[method.name] = min(fastest[method.name], elapsed)
                     if repeat == 0:
-                        # Outputs and forward counts are deterministic: the first repeat's are recorded.
+                        # Outputs and forward counts are deterministic: the first call's are recorded.
+                        result = results[method.name]
                         result.target_forwards += counter.count - forwards_before
-                        _record(result, index, input_ids, generation, reference)
-                result.seconds += fastest
-    except Exception as error:  # noqa: BLE001 - a stock path that cannot run this model is reported, not fatal
-        if not method.stock or method.kind == "plain":
-            raise
-        return MethodResult(method=method, skipped_reason=f"{type(error).__name__}: {error}")
-    return result
+                        _record(result, index, input_ids, generation, None)
+            for method in active:
+                results[method.name].seconds += fastest[method.name]
+
+    plain = results[methods[0].name]
+    for result in results.values():
+        if result is not plain and result.skipped_reason is None:
+            for index, (expected, got) in enumerate(zip(plain.outputs, result.outputs)):
+                mismatch = _compare(index, expected, got)
+                if mismatch is not None:
+                    result.mismatches.append(mismatch)
+    return [results[method.name] for method in methods]
+
+
+def _device_of(prompts: list[torch.Tensor]) -> torch.device:
+    return prompts[0].device if prompts else torch.device("cpu")
 
 
 def profile_method(method: Method, prompts: list[torch.Tensor], progress: bool = True, overall=None) -> RoundProfiler:
@@ -201,5 +223,5 @@ def _advance(overall) -> None:
         overall.update(1)
 
 
-__all__ = ["ForwardCounter", "MethodResult", "Mismatch", "first_difference", "profile_method", "run_method",
+__all__ = ["ForwardCounter", "MethodResult", "Mismatch", "first_difference", "profile_method", "run_interleaved",
            "synchronize"]

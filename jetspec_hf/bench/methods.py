@@ -16,8 +16,11 @@ from transformers import GenerationConfig, GenerationMixin
 
 from ..generation.validation import resolve_tree_settings
 
-# Method groups that `--methods` selects; plain decoding always runs, as the reference.
-METHOD_GROUPS = ("assisted", "lookup", "hf-dflash", "chain", "tree", "dflash-tree")
+# Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
+# tree (the default), `fanout` the published reference's full fan-out, `hybrid` the node-level tree plus a
+# prompt-lookup branch.
+METHOD_GROUPS = ("assisted", "lookup", "hf-dflash", "chain", "tree", "fanout", "hybrid", "dflash-tree")
+TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-fanout", "jetspec-hybrid", "dflash-chain", "dflash-tree")
 
 
 @dataclass
@@ -35,10 +38,11 @@ class Method:
 
     Attributes:
         name: row label in the table and JSON.
-        kind: `plain`, `hf-assisted`, `hf-prompt-lookup`, `hf-dflash`, `jetspec-chain`, `jetspec-tree`,
-            `dflash-chain` or `dflash-tree`.
+        kind: `plain`, `hf-assisted`, `hf-prompt-lookup`, `hf-dflash`, or a tree-path kind (`TREE_KINDS`).
         head: which drafter it uses (`jetspec`, `dflash`, `draft-lm`, `prompt`, or `None` for plain).
         tree_budget, tree_width: the tree shape (tree-path methods only).
+        tree_expansion: `node` or `fanout` (tree-path methods only).
+        lookup_tokens: length of the prompt-lookup branch (hybrid trees; the chain length for HF prompt lookup).
         stock: whether it is a stock transformers path; those may fail on a given model, and a failure is then
             recorded as a skip with its reason instead of stopping the benchmark.
         call: `call(input_ids, round_profiler)` → the raw output of `generate`.
@@ -50,6 +54,8 @@ class Method:
     head: str | None = None
     tree_budget: int | None = None
     tree_width: int | None = None
+    tree_expansion: str | None = None
+    lookup_tokens: int | None = None
     stock: bool = False
     call: Callable | None = field(default=None, repr=False)
     skipped_reason: str | None = None
@@ -57,7 +63,7 @@ class Method:
     @property
     def is_tree(self) -> bool:
         """Runs through the JetSpec tree loop (and so can be profiled per round)."""
-        return self.kind in {"jetspec-chain", "jetspec-tree", "dflash-chain", "dflash-tree"}
+        return self.kind in TREE_KINDS
 
     def generate(self, input_ids: torch.Tensor, round_profiler=None) -> Generation:
         """Greedy-decode one `(1, L)` prompt."""
@@ -97,7 +103,7 @@ def _stock(target, config: GenerationConfig, **kwargs) -> Callable:
     return call
 
 
-def _tree(target, head, max_new_tokens: int, budget: int, width: int, depth: int | None) -> Callable:
+def _tree(target, head, max_new_tokens: int, **tree_settings) -> Callable:
     config = greedy_config(max_new_tokens, return_dict_in_generate=True)
 
     def call(input_ids, round_profiler=None):
@@ -106,45 +112,58 @@ def _tree(target, head, max_new_tokens: int, budget: int, width: int, depth: int
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
             assistant_model=head,
-            tree_budget=budget,
-            tree_width=width,
-            tree_depth=depth,
             round_profiler=round_profiler,
+            **tree_settings,
         )
 
     return call
 
 
-def _tree_methods(target, head, label: str, kind_prefix: str, settings: MethodSettings, groups) -> list[Method]:
+# The full fan-out baseline keeps version 0.1's width: with node-level trees' cap of 16 it would spend a 16-node
+# budget on the root's children alone.
+FANOUT_WIDTH = 8
+
+
+def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: MethodSettings, *, budget: int,
+                 width: int, expansion: str = "node", lookup_tokens: int | None = None) -> Method:
+    tree_settings = dict(tree_budget=budget, tree_width=width, tree_depth=settings.tree_depth, tree_expansion=expansion)
+    if lookup_tokens:
+        tree_settings["prompt_lookup_num_tokens"] = lookup_tokens
+    return Method(
+        name=label,
+        kind=kind,
+        head=head_kind,
+        tree_budget=budget,
+        tree_width=width,
+        tree_expansion=expansion,
+        lookup_tokens=lookup_tokens,
+        call=_tree(target, head, settings.max_new_tokens, **tree_settings),
+    )
+
+
+def _tree_methods(target, head, label: str, head_kind: str, settings: MethodSettings, groups) -> list[Method]:
     methods = []
     if "chain" in groups:
         # A chain is the tree path with one child per node: depth + 1 nodes, root included.
         depth = resolve_tree_settings(head, {"tree_depth": settings.tree_depth}).depth
-        methods.append(
-            Method(
-                name=f"{label} chain",
-                kind=f"{kind_prefix}-chain",
-                head=kind_prefix,
-                tree_budget=depth + 1,
-                tree_width=1,
-                call=_tree(target, head, settings.max_new_tokens, depth + 1, 1, settings.tree_depth),
-            )
-        )
-    tree_group = "tree" if kind_prefix == "jetspec" else "dflash-tree"
-    if tree_group in groups:
-        # Unset width: the head config's own default, so that a head is measured the way it ships.
-        width = settings.tree_width or resolve_tree_settings(head).width
-        for budget in settings.budgets:
-            methods.append(
-                Method(
-                    name=f"{label} tree b={budget}",
-                    kind=f"{kind_prefix}-tree",
-                    head=kind_prefix,
-                    tree_budget=budget,
-                    tree_width=width,
-                    call=_tree(target, head, settings.max_new_tokens, budget, width, settings.tree_depth),
-                )
-            )
+        methods.append(_tree_method(target, head, f"{label} chain", f"{head_kind}-chain", head_kind, settings,
+                                    budget=depth + 1, width=1))
+    # Unset width: the head's own default, so that a head is measured the way it ships.
+    width = settings.tree_width or resolve_tree_settings(head).width
+    tree_group = "tree" if head_kind == "jetspec" else "dflash-tree"
+    for budget in settings.budgets if tree_group in groups else ():
+        methods.append(_tree_method(target, head, f"{label} tree b={budget}", f"{head_kind}-tree", head_kind,
+                                    settings, budget=budget, width=width))
+    if head_kind != "jetspec":
+        return methods
+    for budget in settings.budgets if "fanout" in groups else ():
+        methods.append(_tree_method(target, head, f"{label} fan-out tree b={budget}", "jetspec-fanout", head_kind,
+                                    settings, budget=budget, width=settings.tree_width or FANOUT_WIDTH,
+                                    expansion="fanout"))
+    for budget in settings.budgets if "hybrid" in groups else ():
+        k = settings.prompt_lookup_tokens
+        methods.append(_tree_method(target, head, f"{label} + lookup (k={k}) b={budget}", "jetspec-hybrid",
+                                    head_kind, settings, budget=budget, width=width, lookup_tokens=k))
     return methods
 
 
@@ -172,8 +191,8 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
         k = settings.prompt_lookup_tokens
         config = greedy_config(new_tokens, prompt_lookup_num_tokens=k)
         methods.append(
-            Method(name=f"HF prompt lookup (k={k})", kind="hf-prompt-lookup", head="prompt", stock=True,
-                   call=_stock(target, config))
+            Method(name=f"HF prompt lookup (k={k})", kind="hf-prompt-lookup", head="prompt", lookup_tokens=k,
+                   stock=True, call=_stock(target, config))
         )
 
     # (label in tree-path method names, label in the stock DFlash method name, head kind, head)

@@ -10,11 +10,13 @@ from .loading import BUNDLED, BUNDLED_PROMPTS, DTYPES
 from .methods import METHOD_GROUPS
 
 DESCRIPTION = """\
-Benchmark JetSpec tree decoding against plain greedy decoding and every peer a transformers user has, one after
-another in one process, on the same prompts: plain generate(); HF assisted generation with a small draft LM; HF
-prompt lookup; transformers' built-in linear DFlash path with the same head; the head as a chain; the tree at each
-budget; and a bidirectional (DFlash) head through the same tree path. Every method's output is checked token for
-token against plain greedy output; any difference is reported and makes the command exit non-zero.
+Benchmark JetSpec tree decoding against plain greedy decoding and every peer a transformers user has, in one
+process, on the same prompts, with the methods interleaved call by call (each keeps its fastest call per prompt):
+plain generate(); HF assisted generation with a small draft LM; HF prompt lookup; transformers' built-in linear
+DFlash path with the same head; the head as a chain; node-level trees, the published reference's full fan-out
+trees, and node-level trees with a prompt-lookup branch (hybrid) at each budget; and a bidirectional (DFlash) head
+through the same tree path. Every method's output is checked token for token against plain greedy output; any
+difference is reported and makes the command exit non-zero.
 
 Without --target, the bundled models under examples/models/ are used (target, jetspec_head, and dflash_head /
 draft_lm when present) with the bundled held-out prompts.
@@ -50,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     methods = parser.add_argument_group("methods")
     methods.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(METHOD_GROUPS),
                          help="which methods to run besides plain decoding, which always runs (default: all)")
-    methods.add_argument("--budgets", nargs="+", type=int, default=[8, 16, 32, 64, 128],
-                         help="tree budgets, nodes per round with the root (default: 8 16 32 64 128)")
+    methods.add_argument("--budgets", nargs="+", type=int, default=[8, 16, 32, 64],
+                         help="tree budgets, nodes per round with the root (default: 8 16 32 64)")
     methods.add_argument("--tree-width", type=int, help="children per expanded node (default: the head config's)")
     methods.add_argument("--tree-depth", type=int, help="maximum tree depth (default: the head config's, else B-1)")
     methods.add_argument("--prompt-lookup-tokens", type=int, default=10,
-                         help="prompt_lookup_num_tokens for HF prompt lookup (default: 10)")
+                         help="prompt_lookup_num_tokens for HF prompt lookup and the hybrid trees (default: 10)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

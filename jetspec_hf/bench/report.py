@@ -24,6 +24,8 @@ def method_row(result: MethodResult, plain: MethodResult) -> dict:
         "head": method.head,
         "tree_budget": method.tree_budget,
         "tree_width": method.tree_width,
+        "tree_expansion": method.tree_expansion,
+        "lookup_tokens": method.lookup_tokens,
         "tau": _rounded(result.tau),
         "target_forwards_per_token": _rounded(result.target_forwards_per_token),
         "tokens_per_second": _rounded(speed, 3),

@@ -18,7 +18,7 @@ from .loading import (
     load_models,
     require_bench_extras,
 )
-from .measure import MethodResult, profile_method, run_method
+from .measure import MethodResult, profile_method, run_interleaved
 from .methods import MethodSettings, build_methods
 from .options import parse_args
 from .plot import plot_report
@@ -87,23 +87,18 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     methods = build_methods(models, settings)
     _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
 
-    # One bar over every generate call of the run, so that the whole benchmark has an ETA; each method's own bar
-    # shows beneath it while that method runs.
+    # One bar over every generate call of the run, so that the whole benchmark has an ETA.
     profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
     runnable = [method for method in methods if method.skipped_reason is None]
     calls = len(runnable) * (args.warmup + len(prompts) * args.repeats)
     calls += profile_count * sum(method.is_tree for method in runnable)
     overall = progress_bar(total=calls, desc="benchmark", unit="call", disable=not progress, position=0)
 
-    # Plain decoding first: its outputs are the reference every other method must reproduce.
-    plain = run_method(methods[0], prompts, None, models.target, args.warmup, progress, args.repeats, overall)
-    _log(_summary_line(plain))
-    results = [plain]
-    for method in methods[1:]:
-        results.append(
-            run_method(method, prompts, plain.outputs, models.target, args.warmup, progress, args.repeats, overall)
-        )
-        _log(_summary_line(results[-1]))
+    # Methods interleaved call by call on each prompt; plain decoding's outputs are the reference.
+    results = run_interleaved(methods, prompts, models.target, args.warmup, args.repeats, overall)
+    plain = results[0]
+    for result in results:
+        _log(_summary_line(result))
 
     breakdown = {"unit": "milliseconds per round", "samples": 0, "methods": {}}
     if profile_count > 0:
