@@ -34,11 +34,13 @@ class DraftTree:
         tokens: token id of each node.
         parents: index of each node's parent (-1 for the root). A parent always precedes its children.
         depths: depth of each node (0 for the root).
+        scores: the drafter's log-probability of each node's path (0 for the root), when the builder knows it.
     """
 
     tokens: list[int]
     parents: list[int]
     depths: list[int]
+    scores: list[float] | None = None
     _children: list[dict[int, int]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -47,7 +49,19 @@ class DraftTree:
     @classmethod
     def root_only(cls, root_token: int) -> DraftTree:
         """The one-node tree: verifying it is one step of plain decoding."""
-        return cls(tokens=[root_token], parents=[-1], depths=[0], _children=[{}])
+        return cls(tokens=[root_token], parents=[-1], depths=[0], scores=[0.0], _children=[{}])
+
+    def truncated(self, size: int) -> DraftTree:
+        """The first `size` nodes, a tree of their own (parents precede children). For a node-level tree they are
+        the best `size`-node tree."""
+        if size >= len(self.tokens):
+            return self
+        return DraftTree(
+            tokens=self.tokens[:size],
+            parents=self.parents[:size],
+            depths=self.depths[:size],
+            scores=None if self.scores is None else self.scores[:size],
+        )
 
     def children(self) -> list[dict[int, int]]:
         """For every node, a map from a child's token to that child's index."""
@@ -193,7 +207,7 @@ def _grow_by_node(
     branch: ExtraBranch | None,
 ) -> None:
     log_probs, tokens = candidates.log_probs, candidates.tokens
-    scores = [0.0]  # cumulative log-probability of each node
+    scores = tree.scores  # cumulative log-probability of each node
     heap: list[tuple] = []
     counter = 0
 
@@ -248,6 +262,7 @@ def _grow_by_fanout(tree: DraftTree, candidates: DepthCandidates, budget: int, w
             if len(tree.tokens) >= budget:
                 break
             child = _add_node(tree, token, node)
+            tree.scores.append(-negated_score + log_prob)
             if child_depth < depth_limit:
                 heapq.heappush(frontier, (negated_score - log_prob, child))
 

@@ -19,6 +19,7 @@ from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
 from .acceptance import TreeWalk, walk_tree
+from .budget import BudgetPolicy, FixedBudget
 from .cache import attach_draft_context, draft_context_of, keep_accepted_path
 from .capture import TappedLayerCapture
 from .drafting import HeadDrafter
@@ -44,6 +45,8 @@ def tree_decoding(
     tree_settings: TreeSettings,
     streamer=None,
     round_profiler: RoundProfiler | None = None,
+    budget_policy: BudgetPolicy | None = None,
+    drafter: HeadDrafter | None = None,
     **model_kwargs,
 ) -> JetSpecGenerateOutput | torch.LongTensor:
     """Tree speculative decoding of one sequence; output identical to plain `generate` (see the module doc).
@@ -56,6 +59,8 @@ def tree_decoding(
         tree_settings: budget, width, depth, expansion rule and prompt lookup of each round's tree.
         streamer: receives each committed token, then `end()` (`generate` already sent the prompt).
         round_profiler: optional stage timer (see `RoundProfiler`).
+        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round).
+        drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
     # Leading padding stays in `input_ids` (processors and stopping criteria see it, as in plain decoding) but
@@ -63,9 +68,10 @@ def tree_decoding(
     padding_length = count_left_padding(model_kwargs.get("attention_mask"))
     device = input_ids.device
     cache = model_kwargs["cache"]
-    drafting = tree_settings.budget > 1
+    policy = budget_policy or FixedBudget(tree_settings.budget)
+    drafting = policy.max_budget > 1
     record = _GenerationRecord(generation_config, lookup=drafting and bool(tree_settings.lookup_tokens))
-    drafter = HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
+    drafter = drafter or HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
     cached_length = _resume(cache, drafter, draft_head, input_ids[0, padding_length:])
     lookup = None
     if drafting and tree_settings.lookup_tokens:
@@ -99,8 +105,9 @@ def tree_decoding(
                 # Never draft deeper than the tokens still allowed: a round commits at most depth + 1 tokens.
                 depth = min(depth_cap.depth, generation_config.max_length - input_ids.shape[1] - 1)
 
+                draft_now = drafting and depth > 0 and policy.wants_draft(prefix_length)
                 with stage(round_profiler, "draft", device):
-                    depth_logits = drafter.draft(input_ids[:, -1:], depth) if drafting and depth > 0 else None
+                    depth_logits = drafter.draft(input_ids[:, -1:], depth) if draft_now else None
                 with stage(round_profiler, "tree", device):
                     branch = lookup.branch(depth) if lookup is not None and depth_logits is not None else None
                     if depth_logits is None:
@@ -110,10 +117,11 @@ def tree_decoding(
                             depth_logits, tree_settings.width, branch.tokens if branch else None
                         )
                         tree = build_tree(
-                            anchor, candidates, tree_settings.budget, tree_settings.width,
+                            anchor, candidates, policy.max_budget, tree_settings.width,
                             expansion=tree_settings.expansion, branch=branch,
                         )
-                    depth_cap.observe(tree)
+                        tree = tree.truncated(policy.choose(tree, prefix_length))
+                        depth_cap.observe(tree)
                 with stage(round_profiler, "verify", device):
                     node_logits, node_features = verify_tree(model, tree, prefix_length, cache, capture, device)
                 with stage(round_profiler, "accept", device):
@@ -123,6 +131,7 @@ def tree_decoding(
                     )
                     input_ids, committed, finished = record.commit(walk, input_ids, stopping_criteria, streamer)
                     record.round(committed, len(tree))
+                    policy.observe(tree, len(walk.path) - 1)
                     if lookup is not None:
                         decided, accepted = _branch_outcome(tree, branch, walk.tokens[:committed])
                         lookup.record(decided, accepted)

@@ -1,0 +1,47 @@
+"""How many tree nodes each round verifies.
+
+The loop asks a budget policy three things per round: whether to draft at all (a root-only round is one step of
+plain decoding and needs no draft), how large a tree to grow (`max_budget`), and how many of the grown tree's nodes
+to verify (`choose`): node-level trees are nested, so the first N nodes of the grown tree are the best N-node tree
+and any N can be picked after growing. After the verify it reports what was accepted (`observe`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .tree import DraftTree
+
+
+class BudgetPolicy(Protocol):
+    """What the loop needs from a budget policy."""
+
+    max_budget: int
+
+    def wants_draft(self, prefix_length: int) -> bool:
+        """Whether this round drafts (False: verify the root alone)."""
+
+    def choose(self, tree: DraftTree, prefix_length: int) -> int:
+        """How many of `tree`'s nodes (a prefix in creation order, root included) to verify."""
+
+    def observe(self, tree: DraftTree, accepted: int) -> None:
+        """After the verify of `tree`: `accepted` of its draft nodes were accepted."""
+
+
+class FixedBudget:
+    """The same budget every round: `tree_budget=<int>`."""
+
+    def __init__(self, budget: int):
+        self.max_budget = budget
+
+    def wants_draft(self, prefix_length: int) -> bool:
+        return self.max_budget > 1
+
+    def choose(self, tree: DraftTree, prefix_length: int) -> int:
+        return len(tree)
+
+    def observe(self, tree: DraftTree, accepted: int) -> None:
+        pass
+
+
+__all__ = ["BudgetPolicy", "FixedBudget"]
