@@ -39,6 +39,41 @@ def _choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
     return scores.argmax(dim=-1)
 
 
+def walk_trees(
+    trees: list[DraftTree],
+    node_logits: torch.Tensor,
+    committed_ids: list[torch.Tensor],
+    logits_processors: list[LogitsProcessorList],
+    do_sample: bool,
+    keep_scores: bool = False,
+    keep_logits: bool = False,
+) -> list[TreeWalk]:
+    """Walk every row's tree with the target's `node_logits` `(B, N, V)` (rows padded to the largest tree).
+
+    `committed_ids[b]` `(1, L)` ends with row b's root (anchor) token; the prefix `logits_processors[b]` see at a
+    node is that followed by the path to the node.
+    """
+    if all(len(processors) == 0 for processors in logits_processors) and not keep_scores:
+        # Nothing depends on the prefix: choose at every node of every row at once, then walk on the host (one
+        # sync). Each node's choice is independent, and a walk only reads the nodes it visits, so this equals the
+        # sequential walk. Greedy reads the raw logits (their argmax is that of their float32 copy); sampling
+        # needs float32, as plain decoding's softmax does.
+        scores = node_logits.float() if do_sample else node_logits
+        chosen = _choose(scores.reshape(-1, scores.shape[-1]), do_sample).view(scores.shape[:2]).tolist()
+        walks = []
+        for row, tree in enumerate(trees):
+            walk = _walk_chosen(tree, chosen[row])
+            if keep_logits:
+                walk.logits = [node_logits[row, node : node + 1].float() for node in walk.path]
+            walks.append(walk)
+        return walks
+    return [
+        _walk_in_order(tree, node_logits[row], committed_ids[row], logits_processors[row], do_sample, keep_scores,
+                       keep_logits)
+        for row, tree in enumerate(trees)
+    ]
+
+
 def walk_tree(
     tree: DraftTree,
     node_logits: torch.Tensor,
@@ -48,31 +83,28 @@ def walk_tree(
     keep_scores: bool = False,
     keep_logits: bool = False,
 ) -> TreeWalk:
-    """Walk `tree` from the root using the target's `node_logits` `(N, V)`.
+    """`walk_trees` for one tree, with its logits `(N, V)`."""
+    return walk_trees(
+        [tree], node_logits[None], [committed_ids], [logits_processor], do_sample, keep_scores, keep_logits
+    )[0]
 
-    `committed_ids` `(1, L)` ends with the root (anchor) token; the prefix seen by processors at a node is
-    `committed_ids` followed by the path to that node.
-    """
+
+def _walk_chosen(tree: DraftTree, chosen: list[int]) -> TreeWalk:
+    """The walk when the target's token at every node is known up front."""
     children = tree.children()
-    if len(logits_processor) == 0 and not keep_scores:
-        # Nothing depends on the prefix: choose at every node at once and walk on the host (one sync). Each node's
-        # choice is independent, and the walk only reads the nodes it visits, so this equals the sequential walk.
-        # Greedy reads the raw logits (their argmax is that of their float32 copy); sampling needs float32, as plain
-        # decoding's softmax does.
-        chosen = _choose(node_logits.float() if do_sample else node_logits, do_sample).tolist()
-        path, tokens = [0], []
-        while True:
-            token = chosen[path[-1]]
-            tokens.append(token)
-            child = children[path[-1]].get(token)
-            if child is None:
-                break
-            path.append(child)
-        walk = TreeWalk(path=path, tokens=tokens)
-        if keep_logits:
-            walk.logits = [node_logits[node : node + 1].float() for node in path]
-        return walk
+    path, tokens = [0], []
+    while True:
+        token = chosen[path[-1]]
+        tokens.append(token)
+        child = children[path[-1]].get(token)
+        if child is None:
+            return TreeWalk(path=path, tokens=tokens)
+        path.append(child)
 
+
+def _walk_in_order(tree, node_logits, committed_ids, logits_processor, do_sample, keep_scores, keep_logits):
+    """The walk when processors read each node's own prefix: one node at a time, from the root."""
+    children = tree.children()
     path, tokens, scores_kept, logits_kept = [0], [], [], []
     prefix = committed_ids
     while True:
@@ -94,4 +126,4 @@ def walk_tree(
     return TreeWalk(path=path, tokens=tokens, scores=scores_kept, logits=logits_kept)
 
 
-__all__ = ["TreeWalk", "walk_tree"]
+__all__ = ["TreeWalk", "walk_tree", "walk_trees"]

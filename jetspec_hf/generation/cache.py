@@ -1,4 +1,4 @@
-"""Cache update: keep the committed prefix plus the accepted tree nodes, contiguously."""
+"""Cache update: keep the committed prefix plus the accepted tree nodes of each row, and what rides along."""
 
 from __future__ import annotations
 
@@ -6,27 +6,63 @@ import torch
 from transformers.cache_utils import Cache
 
 
-def keep_accepted_path(cache: Cache, prefix_length: int, path: list[int]) -> None:
-    """Compact `cache` in place after a verify pass.
+def keep_accepted_paths(cache: Cache, prefix_length: int, paths: list[list[int]]) -> torch.Tensor | None:
+    """Compact `cache` in place after a verify pass of a batch.
 
-    The cache holds `prefix_length` committed rows followed by one row per tree node. Afterwards it holds the
-    prefix followed by the rows of `path` (root first), moved to slots `prefix_length .. prefix_length+len(path)-1`;
-    every other node's row is dropped. Only the tail is touched.
+    Every row of the cache holds `prefix_length` columns followed by one column per tree node. Afterwards row `b`
+    holds its prefix followed by the columns of `paths[b]` (root first), moved to columns `prefix_length ..`;
+    every other node's column is dropped. Rows that kept fewer nodes than the longest path leave holes at the end
+    of the new columns. Returns which new columns hold a row's nodes, `(B, longest)` bool, or `None` when every
+    row kept as many (no holes).
     """
+    longest = max(len(path) for path in paths)
     total_length = cache.get_seq_length()
-    kept_length = prefix_length + len(path)
-    if path != list(range(len(path))):
-        source_rows = [prefix_length + node for node in path]
+    kept_length = prefix_length + longest
+    if any(path != list(range(len(path))) for path in paths):
+        # A short path is padded with its own last node: the column is a hole, its content never attended.
+        padded = [path + path[-1:] * (longest - len(path)) for path in paths]
         sources: dict[torch.device, torch.Tensor] = {}  # layers split over devices each read their own copy
         for layer in cache.layers:
             device = layer.keys.device
             if device not in sources:
-                sources[device] = torch.tensor(source_rows, device=device)
-            # index_select copies first, so overlapping source and destination slots are safe.
-            layer.keys[..., prefix_length:kept_length, :] = layer.keys.index_select(-2, sources[device])
-            layer.values[..., prefix_length:kept_length, :] = layer.values.index_select(-2, sources[device])
+                sources[device] = torch.tensor(padded, device=device) + prefix_length
+            for states in (layer.keys, layer.values):
+                # The gather copies first, so overlapping source and destination columns are safe.
+                index = sources[device][:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+                states[:, :, prefix_length:kept_length] = states.gather(2, index)
     if total_length > kept_length:
         cache.crop(kept_length - total_length)
+    if all(len(path) == longest for path in paths):
+        return None
+    lengths = torch.tensor([len(path) for path in paths])
+    return torch.arange(longest)[None, :] < lengths[:, None]
+
+
+def keep_accepted_path(cache: Cache, prefix_length: int, path: list[int]) -> None:
+    """`keep_accepted_paths` for a batch of one."""
+    keep_accepted_paths(cache, prefix_length, [path])
+
+
+def select_cache_rows(cache: Cache, rows: list[int]) -> None:
+    """Keep only these batch rows of `cache` (finished sequences leave the batch)."""
+    cache.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
+
+
+def compact_cache(cache: Cache, valid: torch.Tensor) -> torch.Tensor:
+    """Move every row's valid columns to the front, in order, dropping the holes; returns the new `valid`.
+
+    Keys carry their rotary positions already, so moving a column does not change what it means.
+    """
+    length = valid.shape[1]
+    counts = valid.sum(dim=1)
+    kept = int(counts.max())
+    order = torch.argsort((~valid).to(torch.int64) * length + torch.arange(length, device=valid.device))[:, :kept]
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            states = getattr(layer, name)
+            index = order.to(states.device)[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+            setattr(layer, name, states.gather(2, index))
+    return torch.arange(kept, device=valid.device)[None, :] < counts[:, None]
 
 
 # The head's context rides on the target's cache object as an attribute, so that any cache `generate` returns (or
@@ -44,4 +80,11 @@ def draft_context_of(cache: Cache):
     return getattr(cache, _DRAFT_CONTEXT_ATTRIBUTE, None)
 
 
-__all__ = ["attach_draft_context", "draft_context_of", "keep_accepted_path"]
+__all__ = [
+    "attach_draft_context",
+    "compact_cache",
+    "draft_context_of",
+    "keep_accepted_path",
+    "keep_accepted_paths",
+    "select_cache_rows",
+]

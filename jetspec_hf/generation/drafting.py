@@ -50,22 +50,22 @@ class HeadDrafter:
 
     Target features of newly committed positions are queued with `add_context`; the next `draft` projects only
     those rows into the head's context state, then runs the block on top of it (`LeanHead`, the model's forward in
-    fewer operations).
+    fewer operations). Every tensor has a batch dimension: row `b` is the `b`-th sequence still being decoded.
 
     A causal (JetSpec) head's depth-d row sees only the block rows before it, so a block cut after the deepest
     depth the tree will use drafts exactly the same logits for the depths it keeps: `draft` cuts it. A
     bidirectional (DFlash) head's rows see the whole block, so it always runs the full block.
     """
 
-    def __init__(self, head: JetSpecDraftModel, input_embeddings: nn.Module, lm_head: nn.Module):
+    def __init__(self, head: JetSpecDraftModel, input_embeddings: nn.Module, lm_head: nn.Module, batch_size: int = 1):
         self.head = head
         self.input_embeddings = input_embeddings
         self.lm_head = lm_head
         self.block_size = head.config.block_size
         self.causal = head.config.causal_head
         self.lean = LeanHead(head)
-        self.state = self.lean.new_state()
-        self.pending: list[torch.Tensor] = []
+        self.state = self.lean.new_state(batch_size)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor | None, list[int] | None]] = []
         self._mask_embeds: torch.Tensor | None = None
 
     def context(self, tokens: list[int]) -> DraftContext:
@@ -77,33 +77,61 @@ class HeadDrafter:
         """Continue from a state that `context` returned for this head."""
         self.state, self.pending = context.state, list(context.pending)
 
-    @property
-    def context_length(self) -> int:
-        """Committed positions the head knows of: projected into its state, or pending."""
-        return self.state.length + sum(features.shape[1] for features in self.pending)
-
-    def add_context(self, features: torch.Tensor) -> None:
-        """Queue tapped target features `(1, n, k*H)` of positions just committed, in order."""
+    def add_context(
+        self, features: torch.Tensor, valid: torch.Tensor | None = None, counts: list[int] | None = None
+    ) -> None:
+        """Queue tapped target features `(B, n, k*H)` of positions just committed, in order; `valid` `(B, n)` and
+        `counts` say which rows each sequence really has when they differ (see `LeanHead.add_context`)."""
         if features.shape[1] > 0:
-            self.pending.append(features)
+            self.pending.append((features, valid, counts))
 
-    def draft(self, anchor: torch.Tensor, depth: int) -> torch.Tensor:
-        """Per-depth logits `(depth, V)` for the block that starts at `anchor` (a `(1, 1)` token id tensor)."""
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these batch rows (finished sequences leave the batch)."""
+        self._flush()
+        self.state.select_rows(rows)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if len(self.pending) == 1:
+            features, valid, counts = self.pending[0]
+        else:
+            features = torch.cat([entry[0] for entry in self.pending], dim=1)
+            if all(entry[1] is None for entry in self.pending):
+                valid, counts = None, None
+            else:
+                valid = torch.cat(
+                    [entry[1] if entry[1] is not None else torch.ones(entry[0].shape[:2], dtype=torch.bool,
+                                                                       device=entry[0].device)
+                     for entry in self.pending], dim=1,
+                )
+                counts = [sum(entry[2][row] if entry[2] is not None else entry[0].shape[1] for entry in self.pending)
+                          for row in range(features.shape[0])]
+        self.lean.add_context(self.state, features, valid, counts)
+        self.pending = []
+
+    def draft(self, anchors: torch.Tensor, depth: int) -> torch.Tensor:
+        """Per-depth logits `(B, depth, V)` for the blocks that start at `anchors` (`(B, 1)` token ids)."""
         lean = self.lean
         if self._mask_embeds is None:
             mask_ids = torch.full(
-                (1, self.block_size - 1), self.head.config.mask_token_id, dtype=anchor.dtype, device=anchor.device
+                (1, self.block_size - 1), self.head.config.mask_token_id, dtype=anchors.dtype, device=anchors.device
             )
             self._mask_embeds = self.input_embeddings(mask_ids).to(lean.device, lean.dtype)
-        if self.pending:
-            lean.add_context(self.state, torch.cat(self.pending, dim=1) if len(self.pending) > 1 else self.pending[0])
-            self.pending = []
+        self._flush()
+        if self.state.hole_fraction() > MAX_HOLE_FRACTION:
+            self.state.compact()
         block_length = depth + 1 if self.causal else self.block_size
-        anchor_embeds = self.input_embeddings(anchor).to(lean.device, lean.dtype)
-        block_embeds = torch.cat([anchor_embeds, self._mask_embeds[:, : block_length - 1]], dim=1)
-        hidden = lean.draft(self.state, block_embeds)
+        anchor_embeds = self.input_embeddings(anchors).to(lean.device, lean.dtype)
+        mask_embeds = self._mask_embeds[:, : block_length - 1].expand(anchors.shape[0], -1, -1)
+        hidden = lean.draft(self.state, torch.cat([anchor_embeds, mask_embeds], dim=1))
         # The target's lm_head moves its input to its own execution device when it is offloaded (accelerate hooks).
-        return self.lm_head(hidden[1 : depth + 1].to(self.lm_head.weight.dtype))
+        return self.lm_head(hidden[:, 1 : depth + 1].to(self.lm_head.weight.dtype))
 
 
-__all__ = ["HeadDrafter"]
+# Rows of a batch accept different lengths, which leaves holes in the shared context columns; past this share of
+# masked columns the state is compacted (one copy) rather than attending over them every round.
+MAX_HOLE_FRACTION = 0.25
+
+
+__all__ = ["DraftContext", "HeadDrafter", "MAX_HOLE_FRACTION"]

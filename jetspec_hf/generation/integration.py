@@ -137,18 +137,12 @@ def generate_with_draft_head(
     check_head_fits_target(draft_head, target)
     setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}
     options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
-    check_generation_options(options, inputs, kwargs)
+    check_generation_options(options, inputs, kwargs, streamer)
     tree_settings = resolve_tree_settings(draft_head, setting_kwargs, generation_config, target.generation_config)
     warn_on_head_placement(draft_head, target)
     stopping_criteria = _with_stop_strings(stopping_criteria, options.value("stop_strings"), tokenizer)
 
-    # The call's generation arguments go into one config (as `generate` would merge them), minus what this
-    # package consumes; what is left in `kwargs` are model inputs (attention_mask, cache, ...).
-    config = copy.deepcopy(generation_config if generation_config is not None else target.generation_config)
-    model_kwargs = config.update(**kwargs)
-    for name in _CONSUMED_SETTINGS:
-        if name in config.__dict__:
-            setattr(config, name, None)
+    generation_config, kwargs = _without_consumed_settings(target, generation_config, kwargs)
 
     guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(
@@ -162,17 +156,42 @@ def generate_with_draft_head(
         return GenerationMixin.generate(
             target,
             inputs,
-            generation_config=config,
+            generation_config=generation_config,
             stopping_criteria=stopping_criteria,
             streamer=guarded_streamer,
             custom_generate=decode,
-            **model_kwargs,
+            **kwargs,
         )
     except BaseException:
         # Whatever failed after the prompt was streamed, a consumer waiting on the streamer must not hang.
         if guarded_streamer is not None:
             guarded_streamer.end()
         raise
+
+
+def _without_consumed_settings(target, generation_config, kwargs):
+    """The call's own arguments, as the caller wrote them, minus the settings this package consumes.
+
+    The call reaches `generate` in the form it was made (kwargs stay kwargs, a passed config stays the config), so
+    that merging, defaults and warnings are exactly those of a plain call. Consumed settings (tree settings,
+    `prompt_lookup_num_tokens`, `stop_strings`) must not reach it: they are cleared in a copy of a passed config,
+    or set to None as kwargs where the target's own generation config sets them.
+    """
+    inherited = [name for name in _CONSUMED_SETTINGS if getattr(target.generation_config, name, None) is not None]
+    if generation_config is None:
+        return None, {**kwargs, **{name: None for name in inherited}}
+    if inherited:
+        # `generate` would refill the cleared settings from the target's generation config: fold that config in
+        # here (the caller's values win), so there is nothing left to refill.
+        merged = copy.deepcopy(target.generation_config)
+        merged.update(**generation_config.to_diff_dict())
+        generation_config = merged
+    else:
+        generation_config = copy.deepcopy(generation_config)
+    for name in _CONSUMED_SETTINGS:
+        if name in generation_config.__dict__:
+            setattr(generation_config, name, None)
+    return generation_config, kwargs
 
 
 def _with_stop_strings(stopping_criteria, stop_strings, tokenizer) -> StoppingCriteriaList:

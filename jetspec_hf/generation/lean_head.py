@@ -92,24 +92,37 @@ def _stacked_weights(head: JetSpecDraftModel) -> _StackedWeights:
 
 
 class LeanHeadState:
-    """Keys and values of a head's context rows, per layer, in buffers that grow by doubling.
+    """Keys and values of a batch's context rows, per layer, in buffers that grow by doubling.
+
+    Columns are shared by the batch's rows. A row that got fewer new context rows than another in the same call
+    leaves holes (masked columns); `compact` squeezes them out when they pile up. Positions are each row's own, so
+    holes never shift a row's rotary positions.
 
     Attributes:
-        length: context rows held (the first `length` slots of each buffer).
+        length: columns in use.
+        valid: `(B, capacity)` bool, which columns hold a row's context; `None` while none has a hole.
+        next_positions: each row's position of its next context row (its committed context length).
     """
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, dtype, device, capacity: int = 256):
-        shape = (1, num_kv_heads, capacity, head_dim)
+    def __init__(self, batch_size: int, num_layers: int, num_kv_heads: int, head_dim: int, dtype, device,
+                 capacity: int = 256):
+        shape = (batch_size, num_kv_heads, capacity, head_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
+        self.valid: torch.Tensor | None = None
+        self.next_positions = [0] * batch_size
 
     @property
     def capacity(self) -> int:
         return self.keys[0].shape[2]
 
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
     def reserve(self, needed: int) -> None:
-        """Make room for `needed` rows, keeping the ones held."""
+        """Make room for `needed` columns, keeping the ones held."""
         if needed <= self.capacity:
             return
         capacity = _grown(self.capacity, needed)
@@ -118,10 +131,65 @@ class LeanHeadState:
                 new = old.new_empty(old.shape[0], old.shape[1], capacity, old.shape[3])
                 new[:, :, : self.length] = old[:, :, : self.length]
                 buffers[index] = new
+        if self.valid is not None:
+            valid = self.valid.new_zeros(self.batch_size, capacity)
+            valid[:, : self.length] = self.valid[:, : self.length]
+            self.valid = valid
+
+    def mark(self, start: int, valid: torch.Tensor | None) -> None:
+        """Columns `[start, start + n)` were just written; `valid` `(B, n)` says which hold context (None: all)."""
+        if valid is None:
+            if self.valid is not None:
+                self.valid[:, start : self.length] = True
+            return
+        if self.valid is None:
+            self.valid = torch.ones(self.batch_size, self.capacity, dtype=torch.bool, device=valid.device)
+        self.valid[:, start : start + valid.shape[1]] = valid
+
+    def key_mask(self, end: int) -> torch.Tensor | None:
+        """`(B, end)` bool over the first `end` columns (context then block), or `None` when nothing is masked."""
+        if self.valid is None:
+            return None
+        mask = self.valid[:, :end].clone()
+        mask[:, self.length :] = True
+        return mask
+
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these rows of the batch (finished sequences leave)."""
+        index = torch.tensor(rows, device=self.keys[0].device)
+        self.keys = [keys.index_select(0, index) for keys in self.keys]
+        self.values = [values.index_select(0, index) for values in self.values]
+        if self.valid is not None:
+            self.valid = self.valid.index_select(0, index.to(self.valid.device))
+        self.next_positions = [self.next_positions[row] for row in rows]
+
+    def compact(self) -> None:
+        """Move every row's context columns to the front, in order, and drop the holes."""
+        if self.valid is None:
+            return
+        valid = self.valid[:, : self.length]
+        counts = valid.sum(dim=1)
+        length = int(counts.max())
+        # A stable order that puts each row's valid columns first: sort by (hole, column).
+        order = torch.argsort((~valid).to(torch.int64) * self.length + torch.arange(self.length, device=valid.device))
+        order = order[:, :length]
+        for buffers in (self.keys, self.values):
+            for index, old in enumerate(buffers):
+                gather = order.to(old.device)[:, None, :, None].expand(-1, old.shape[1], -1, old.shape[3])
+                buffers[index][:, :, :length] = old[:, :, : self.length].gather(2, gather)
+        self.valid[:, :length] = torch.arange(length, device=valid.device)[None, :] < counts[:, None]
+        self.length = length
+        if bool(self.valid[:, :length].all()):
+            self.valid = None
+
+    def hole_fraction(self) -> float:
+        if self.valid is None or self.length == 0:
+            return 0.0
+        return 1.0 - float(self.valid[:, : self.length].float().mean())
 
 
 class LeanHead:
-    """Runs one head's drafting forward over its own context state.
+    """Runs one head's drafting forward over its own context state, for a batch of sequences.
 
     Args:
         head: the JetSpec / DFlash head (its parameters are read, never changed).
@@ -137,9 +205,11 @@ class LeanHead:
         self._cos = self._sin = None  # rotary tables for positions [0, len)
         self._mask = None  # (block_size, capacity + block_size) additive block mask, context columns first
 
-    def new_state(self) -> LeanHeadState:
+    def new_state(self, batch_size: int = 1) -> LeanHeadState:
         weights = self.weights
-        return LeanHeadState(len(weights.layers), weights.num_kv_heads, weights.head_dim, self.dtype, self.device)
+        return LeanHeadState(
+            batch_size, len(weights.layers), weights.num_kv_heads, weights.head_dim, self.dtype, self.device
+        )
 
     def _rotary(self, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < end:
@@ -149,6 +219,19 @@ class LeanHead:
             cos, sin = self.head.rotary_emb(probe, positions)
             self._cos, self._sin = cos[0], sin[0]
         return self._cos, self._sin
+
+    def _rotary_for(self, starts: list[int], count: int, valid: torch.Tensor | None):
+        """cos/sin `(B or 1, 1, count, d)` for each row's next `count` positions from `starts` (holes skipped)."""
+        cos, sin = self._rotary(max(starts) + count)
+        if len(starts) == 1 and valid is None:
+            start = starts[0]
+            return cos[None, None, start : start + count], sin[None, None, start : start + count]
+        offsets = torch.arange(count, device=self.device)[None, :].expand(len(starts), -1)
+        if valid is not None:
+            # A row's positions advance only on its valid columns; holes reuse a neighbour's (never attended).
+            offsets = (valid.to(self.device).cumsum(dim=1) - 1).clamp(min=0)
+        positions = torch.tensor(starts, device=self.device)[:, None] + offsets
+        return cos[positions][:, None], sin[positions][:, None]
 
     def _block_mask(self, context_length: int, block_length: int) -> torch.Tensor | None:
         """Additive `(block_length, context_length + block_length)`: the context is visible, the block causal."""
@@ -164,58 +247,77 @@ class LeanHead:
         # Context columns end where the block's begin: slice so that exactly `context_length` precede it.
         return self._mask[:block_length, capacity - context_length : capacity + block_length]
 
+    def _attention_mask(self, state: LeanHeadState, block_length: int) -> torch.Tensor | None:
+        """The block mask, with each row's context holes hidden when there are any."""
+        block_mask = self._block_mask(state.length, block_length)
+        key_mask = state.key_mask(state.length + block_length)
+        if key_mask is None:
+            return block_mask
+        hidden = torch.zeros(key_mask.shape, dtype=self.dtype, device=self.device)
+        hidden.masked_fill_(~key_mask.to(self.device), torch.finfo(self.dtype).min)
+        mask = hidden[:, None, None, :]
+        return mask if block_mask is None else mask + block_mask
+
     @staticmethod
     def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # states (1, heads, T, d); cos/sin (T, d)
+        # states (B, heads, T, d); cos/sin broadcastable to it
         half = states.shape[-1] // 2
         rotated = torch.cat((-states[..., half:], states[..., :half]), dim=-1)
         return states * cos + rotated * sin
 
-    def add_context(self, state: LeanHeadState, features: torch.Tensor) -> None:
-        """Project new context rows `(1, n, k*H)` and append their keys/values to every layer's buffers."""
+    def add_context(
+        self, state: LeanHeadState, features: torch.Tensor, valid: torch.Tensor | None = None,
+        counts: list[int] | None = None,
+    ) -> None:
+        """Project new context rows `(B, n, k*H)` and append their keys/values to every layer's buffers.
+
+        `valid` `(B, n)` marks which of the n rows a batch row really has (the rest are holes), and `counts` gives
+        their number per row (both `None`: all n).
+        """
         weights = self.weights
-        count = features.shape[1]
+        batch, count = features.shape[0], features.shape[1]
         start = state.length
         state.reserve(start + count)
         context = F.rms_norm(
             F.linear(features.to(self.device, self.dtype), weights.fc), (weights.fc.shape[0],), weights.hidden_norm,
             weights.eps,
         )
-        stacked = F.linear(context[0], weights.context_kv).view(count, len(weights.layers), 2, weights.num_kv_heads,
-                                                                 weights.head_dim)
-        cos, sin = self._rotary(start + count)
-        cos, sin = cos[start : start + count], sin[start : start + count]
+        stacked = F.linear(context, weights.context_kv).view(
+            batch, count, len(weights.layers), 2, weights.num_kv_heads, weights.head_dim
+        )
+        cos, sin = self._rotary_for(state.next_positions, count, valid)
         for index, layer in enumerate(weights.layers):
-            keys = F.rms_norm(stacked[:, index, 0], (weights.head_dim,), layer["k_norm"], weights.eps)
-            keys = self._rotate(keys.transpose(0, 1)[None], cos, sin)
-            state.keys[index][:, :, start : start + count] = keys
-            state.values[index][:, :, start : start + count] = stacked[:, index, 1].transpose(0, 1)[None]
+            keys = F.rms_norm(stacked[:, :, index, 0], (weights.head_dim,), layer["k_norm"], weights.eps)
+            state.keys[index][:, :, start : start + count] = self._rotate(keys.transpose(1, 2), cos, sin)
+            state.values[index][:, :, start : start + count] = stacked[:, :, index, 1].transpose(1, 2)
         state.length = start + count
+        state.mark(start, valid)
+        counts = counts if counts is not None else [count] * batch
+        state.next_positions = [position + added for position, added in zip(state.next_positions, counts)]
 
     def draft(self, state: LeanHeadState, block_embeds: torch.Tensor) -> torch.Tensor:
-        """Final-normed hidden states `(Q, H)` of the block `(1, Q, H)` (anchor first) after the state's context.
+        """Final-normed hidden states `(B, Q, H)` of the blocks `(B, Q, H)` (anchor first) after each row's context.
 
-        The block's keys and values are written after the context rows but not kept: `state.length` is unchanged.
+        The block's keys and values are written after the context columns but not kept: `state.length` is unchanged.
         """
         weights = self.weights
         heads, kv_heads, head_dim = weights.num_heads, weights.num_kv_heads, weights.head_dim
-        query_length = block_embeds.shape[1]
+        batch, query_length = block_embeds.shape[0], block_embeds.shape[1]
         start = state.length
         state.reserve(start + query_length)
         end = start + query_length
-        cos, sin = self._rotary(end)
-        cos, sin = cos[start:end], sin[start:end]
-        mask = self._block_mask(start, query_length)
-        hidden = block_embeds[0].to(self.dtype)
+        cos, sin = self._rotary_for(state.next_positions, query_length, None)
+        mask = self._attention_mask(state, query_length)
+        hidden = block_embeds.to(self.dtype)
         hidden_size = hidden.shape[-1]
         for index, layer in enumerate(weights.layers):
             normed = F.rms_norm(hidden, (hidden_size,), layer["input_norm"], weights.eps)
-            qkv = F.linear(normed, weights.block_qkv[index]).view(query_length, heads + 2 * kv_heads, head_dim)
-            query = F.rms_norm(qkv[:, :heads], (head_dim,), layer["q_norm"], weights.eps)
-            keys = F.rms_norm(qkv[:, heads : heads + kv_heads], (head_dim,), layer["k_norm"], weights.eps)
-            query = self._rotate(query.transpose(0, 1)[None], cos, sin)
-            state.keys[index][:, :, start:end] = self._rotate(keys.transpose(0, 1)[None], cos, sin)
-            state.values[index][:, :, start:end] = qkv[:, heads + kv_heads :].transpose(0, 1)[None]
+            qkv = F.linear(normed, weights.block_qkv[index]).view(batch, query_length, heads + 2 * kv_heads, head_dim)
+            query = F.rms_norm(qkv[:, :, :heads], (head_dim,), layer["q_norm"], weights.eps)
+            keys = F.rms_norm(qkv[:, :, heads : heads + kv_heads], (head_dim,), layer["k_norm"], weights.eps)
+            query = self._rotate(query.transpose(1, 2), cos, sin)
+            state.keys[index][:, :, start:end] = self._rotate(keys.transpose(1, 2), cos, sin)
+            state.values[index][:, :, start:end] = qkv[:, :, heads + kv_heads :].transpose(1, 2)
             attended = F.scaled_dot_product_attention(
                 query,
                 state.keys[index][:, :, :end],
@@ -224,7 +326,7 @@ class LeanHead:
                 scale=weights.scaling,
                 enable_gqa=heads != kv_heads,
             )
-            hidden = hidden + F.linear(attended[0].transpose(0, 1).reshape(query_length, -1), layer["o_proj"])
+            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(batch, query_length, -1), layer["o_proj"])
             normed = F.rms_norm(hidden, (hidden_size,), layer["post_norm"], weights.eps)
             gate, up = F.linear(normed, weights.gate_up[index]).chunk(2, dim=-1)
             hidden = hidden + F.linear(layer["act"](gate) * up, layer["down"])

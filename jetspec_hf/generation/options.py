@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from transformers import GenerationConfig
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import DynamicCache
 
 # Assisted-generation knobs that steer a chain drafter (a draft LM or prompt lookup); they mean nothing to a tree.
 _ASSISTED_ONLY = (
@@ -40,7 +40,7 @@ class GenerateOptions:
         return None
 
 
-def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict) -> None:
+def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict, streamer=None) -> None:
     """Refuse, with a message naming the option, every argument the tree path does not support."""
     input_ids = inputs if inputs is not None else call_kwargs.get("input_ids")
     if call_kwargs.get("inputs_embeds") is not None:
@@ -48,14 +48,13 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
             "JetSpec tree decoding needs token ids: the draft head and the prompt lookup read `input_ids`, and "
             "`inputs_embeds` cannot be verified as a tree. Pass `input_ids` instead of `inputs_embeds`."
         )
+    batch_size = 1
     if isinstance(input_ids, torch.Tensor):
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids` of shape (1, L)).")
-        if input_ids.shape[0] != 1:
-            raise ValueError(
-                f"JetSpec tree decoding runs one sequence at a time; got a batch of {input_ids.shape[0]}. "
-                "Call generate once per prompt."
-            )
+            raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids` of shape (B, L)).")
+        batch_size = input_ids.shape[0]
+    if batch_size > 1:
+        _check_batch_options(options, call_kwargs, batch_size, streamer)
     if call_kwargs.get("position_ids") is not None:
         raise ValueError(
             "`position_ids` cannot be passed with a JetSpec head: tree verification places every node by its depth "
@@ -73,7 +72,7 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
         )
     if options.value("use_cache") is False:
         raise ValueError("JetSpec tree decoding needs the KV cache; do not pass `use_cache=False`.")
-    _check_cache(options, call_kwargs.get("cache", call_kwargs.get("past_key_values")), call_kwargs)
+    _check_cache(options, call_kwargs.get("cache", call_kwargs.get("past_key_values")))
 
     refused = {
         "output_attentions": "attention weights of a tree forward are not those of plain decoding steps",
@@ -108,7 +107,7 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
             )
 
 
-def _check_cache(options: GenerateOptions, cache, call_kwargs: dict) -> None:
+def _check_cache(options: GenerateOptions, cache) -> None:
     implementation = options.value("cache_implementation")
     if implementation not in (None, "dynamic"):
         raise ValueError(
@@ -117,13 +116,34 @@ def _check_cache(options: GenerateOptions, cache, call_kwargs: dict) -> None:
         )
     if cache is None:
         return
-    if not isinstance(cache, DynamicCache) or not isinstance(cache, Cache):
+    if not isinstance(cache, DynamicCache):
         raise ValueError(f"JetSpec tree decoding supports a DynamicCache only, got {type(cache).__name__}.")
-    attention_mask = call_kwargs.get("attention_mask")
-    if cache.get_seq_length() > 0 and attention_mask is not None and not bool(attention_mask.all()):
+
+
+def _check_batch_options(options: GenerateOptions, call_kwargs: dict, batch_size: int, streamer) -> None:
+    """What a batch of several sequences cannot do on the tree path (rows advance by different amounts)."""
+    if streamer is not None:
         raise ValueError(
-            "A non-empty `cache` together with left padding in `attention_mask` is not supported with a JetSpec "
-            "head: pass the unpadded sequence (batch size 1 needs no padding)."
+            f"A streamer takes one sequence; got a batch of {batch_size} (transformers' streamers refuse batches "
+            "too). Stream one prompt per call."
+        )
+    for name in ("output_scores", "output_logits"):
+        if options.value(name):
+            raise ValueError(
+                f"`{name}` is not supported for a batch of {batch_size} with a JetSpec head: rows advance by "
+                "different amounts each round, so there are no per-step (B, V) tensors as plain decoding returns. "
+                "Generate one prompt per call to get them."
+            )
+    cache = call_kwargs.get("cache", call_kwargs.get("past_key_values"))
+    if cache is not None and cache.get_seq_length() > 0:
+        raise ValueError(
+            f"A non-empty `cache` is not supported for a batch of {batch_size} with a JetSpec head; continue "
+            "conversations one per call."
+        )
+    if call_kwargs.get("prefix_allowed_tokens_fn") is not None:
+        raise ValueError(
+            "`prefix_allowed_tokens_fn` takes a batch index, which the tree path cannot give when it walks each "
+            f"row of a batch of {batch_size} on its own; generate one prompt per call."
         )
 
 

@@ -113,22 +113,38 @@ def depth_candidates(depth_logits: torch.Tensor, width: int, branch_tokens: list
         width: how many ranked tokens per depth the tree may use.
         branch_tokens: an extra chain of tokens starting at depth 1 (at most `D` of them are scored).
     """
-    width = min(width, depth_logits.shape[-1])
+    return batch_depth_candidates(depth_logits[None], width, [branch_tokens])[0]
+
+
+def batch_depth_candidates(
+    depth_logits: torch.Tensor, width: int, branch_tokens: list[list[int] | None]
+) -> list[DepthCandidates]:
+    """`depth_candidates` for every row of a batch `(B, D, V)`, still in one device-to-host transfer."""
+    batch, depth, vocab = depth_logits.shape
+    width = min(width, vocab)
     log_probs = torch.log_softmax(depth_logits.float(), dim=-1)
     top_log_probs, top_tokens = log_probs.topk(width, dim=-1)
-    parts = [top_log_probs.flatten(), top_tokens.flatten().to(top_log_probs.dtype)]
-    branch = list(branch_tokens or [])[: depth_logits.shape[0]]
-    if branch:
-        rows = torch.arange(len(branch), device=log_probs.device)
-        parts.append(log_probs[rows, torch.tensor(branch, device=log_probs.device)])
     # float32 holds token ids exactly up to 2**24, far above any vocabulary.
+    parts = [top_log_probs.flatten(), top_tokens.flatten().to(top_log_probs.dtype)]
+    branches = [list(tokens or [])[:depth] for tokens in branch_tokens]
+    for row, branch in enumerate(branches):
+        if branch:
+            rows = torch.arange(len(branch), device=log_probs.device)
+            parts.append(log_probs[row, rows, torch.tensor(branch, device=log_probs.device)])
     flat = torch.cat(parts).tolist()
-    depth, size = depth_logits.shape[0], depth_logits.shape[0] * width
-    return DepthCandidates(
-        log_probs=[flat[d * width : (d + 1) * width] for d in range(depth)],
-        tokens=[[int(token) for token in flat[size + d * width : size + (d + 1) * width]] for d in range(depth)],
-        branch_log_probs=flat[2 * size :],
-    )
+    size = depth * width
+    candidates, offset = [], 2 * batch * size
+    for row, branch in enumerate(branches):
+        values, tokens = flat[row * size : (row + 1) * size], flat[(batch + row) * size : (batch + row + 1) * size]
+        candidates.append(
+            DepthCandidates(
+                log_probs=[values[d * width : (d + 1) * width] for d in range(depth)],
+                tokens=[[int(token) for token in tokens[d * width : (d + 1) * width]] for d in range(depth)],
+                branch_log_probs=flat[offset : offset + len(branch)],
+            )
+        )
+        offset += len(branch)
+    return candidates
 
 
 @dataclass(frozen=True)
@@ -267,4 +283,12 @@ def _grow_by_fanout(tree: DraftTree, candidates: DepthCandidates, budget: int, w
                 heapq.heappush(frontier, (negated_score - log_prob, child))
 
 
-__all__ = ["DepthCandidates", "DraftTree", "ExtraBranch", "TREE_EXPANSIONS", "build_tree", "depth_candidates"]
+__all__ = [
+    "DepthCandidates",
+    "DraftTree",
+    "ExtraBranch",
+    "TREE_EXPANSIONS",
+    "batch_depth_candidates",
+    "build_tree",
+    "depth_candidates",
+]

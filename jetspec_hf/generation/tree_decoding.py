@@ -1,12 +1,17 @@
-"""The tree decoding loop: draft → tree → verify → accept → cache update, once per round.
+"""The tree decoding loop: draft → tree → verify → accept → cache update, once per round, for a batch.
 
 `tree_decoding` is a `generate(custom_generate=...)` callable: transformers prepares the inputs, the cache, the
 logits processors and the stopping criteria, then hands them over. `jetspec_hf.enable(target)` routes
 `target.generate(..., assistant_model=<JetSpecDraftModel>)` here, after every check has passed.
 
-Invariant between rounds: the target's cache holds every committed token but the last one, the anchor, which is
-the root of the next tree (its keys/values and tapped features come from that round's verify pass). The head's
-context covers the same positions. The prefill's own logits give the first new token, as in plain decoding.
+Invariant between rounds: the target's cache holds every committed token of every row but the last one, the
+anchor, which is the root of the row's next tree (its keys/values and tapped features come from that round's
+verify pass). The head's context covers the same positions. The prefill's own logits give the first new token, as
+in plain decoding.
+
+Rows of a batch share the cache's columns. Padding, and rows that keep fewer nodes than others in a round, leave
+holes: `key_valid` marks which columns each row really holds, every attention masks the rest, and positions are
+each row's own. Finished rows leave the batch; holes are squeezed out when they pile up.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
-from .acceptance import TreeWalk, walk_tree
+from .acceptance import walk_trees
 from .budget import BudgetPolicy, FixedBudget
-from .cache import attach_draft_context, draft_context_of, keep_accepted_path
+from .cache import attach_draft_context, compact_cache, draft_context_of, keep_accepted_paths, select_cache_rows
 from .capture import TappedLayerCapture
-from .drafting import HeadDrafter
+from .drafting import MAX_HOLE_FRACTION, HeadDrafter
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler, stage
-from .stopping import tokens_before_stop
-from .tree import DraftTree, build_tree, depth_candidates
-from .validation import TreeSettings, count_left_padding
-from .verification import prefill, verify_tree
+from .rows import BatchStopping, DecodingRow, DepthCap, batch_sequences, processors_for_row
+from .tree import DraftTree, batch_depth_candidates, build_tree
+from .validation import TreeSettings
+from .verification import prefill, verify_trees
 
 logger = logging.get_logger(__name__)
 
@@ -49,183 +54,230 @@ def tree_decoding(
     drafter: HeadDrafter | None = None,
     **model_kwargs,
 ) -> JetSpecGenerateOutput | torch.LongTensor:
-    """Tree speculative decoding of one sequence; output identical to plain `generate` (see the module doc).
+    """Tree speculative decoding of a batch; output identical to plain `generate` (see the module doc).
 
     Args:
         model: the Qwen3 / Qwen3-MoE target.
-        input_ids: `(1, L)` prompt, as prepared by `generate`.
+        input_ids: `(B, L)` prompts, left-padded, as prepared by `generate`.
         logits_processor, stopping_criteria, generation_config: as prepared by `generate`.
         draft_head: the JetSpec / DFlash head.
         tree_settings: budget, width, depth, expansion rule and prompt lookup of each round's tree.
-        streamer: receives each committed token, then `end()` (`generate` already sent the prompt).
+        streamer: receives each committed token, then `end()` (`generate` already sent the prompt; batch size 1).
         round_profiler: optional stage timer (see `RoundProfiler`).
-        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round).
+        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round; one policy
+            per row is made with `budget_policy.for_row()` when it has one).
         drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
-    # Leading padding stays in `input_ids` (processors and stopping criteria see it, as in plain decoding) but
-    # never enters the cache: positions then start at the first real token, as plain decoding's do.
-    padding_length = count_left_padding(model_kwargs.get("attention_mask"))
     device = input_ids.device
+    batch_size, prompt_length = input_ids.shape
     cache = model_kwargs["cache"]
+    attention_mask = model_kwargs.get("attention_mask")
     policy = budget_policy or FixedBudget(tree_settings.budget)
     drafting = policy.max_budget > 1
-    record = _GenerationRecord(generation_config, lookup=drafting and bool(tree_settings.lookup_tokens))
-    drafter = drafter or HeadDrafter(draft_head, model.get_input_embeddings(), model.get_output_embeddings())
-    cached_length = _resume(cache, drafter, draft_head, input_ids[0, padding_length:])
-    lookup = None
-    if drafting and tree_settings.lookup_tokens:
-        lookup = PromptLookup(tree_settings.lookup_tokens)
-        lookup.extend(input_ids[0, padding_length:].tolist())
-    depth_cap = _DepthCap(tree_settings.depth, enabled=drafter.causal)
+    keep_scores = bool(generation_config.return_dict_in_generate and generation_config.output_scores)
+    keep_logits = bool(generation_config.return_dict_in_generate and generation_config.output_logits)
+    drafter = drafter or HeadDrafter(
+        draft_head, model.get_input_embeddings(), model.get_output_embeddings(), batch_size=batch_size
+    )
+    cached_length = _resume(cache, drafter, draft_head, input_ids) if batch_size == 1 else 0
     capture = TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids)
+    stopping = BatchStopping(stopping_criteria, batch_size)
+    # Which cache columns each row really holds; `None` while no row has a hole.
+    key_valid = None if attention_mask is None else attention_mask.bool()
+    real_lengths = [prompt_length] * batch_size if key_valid is None else key_valid.sum(dim=1).tolist()
+    rows = [
+        DecodingRow(
+            index, input_ids[index : index + 1], real_lengths[index],
+            getattr(policy, "for_row", lambda: policy)(),
+            DepthCap(tree_settings.depth, enabled=drafter.causal),
+            _new_lookup(tree_settings, input_ids[index], key_valid, index) if drafting else None,
+            keep_scores, keep_logits,
+        )
+        for index in range(batch_size)
+    ]
+    all_rows = list(rows)
+    for row in rows:
+        row.processors = processors_for_row(logits_processor, row.index, batch_size)
     timing = round_profiler.generation(device) if round_profiler else nullcontext()
 
     try:
         with timing, capture, torch.inference_mode():
             with stage(round_profiler, "prefill", device):
                 logits, features = prefill(
-                    model, input_ids[:, padding_length + cached_length :], cached_length, cache, capture,
+                    model, input_ids[:, cached_length:], cache, capture, attention_mask,
                     generation_config.prefill_chunk_size,
                 )
                 if drafting:
-                    drafter.add_context(features)
-                # The prefill's last row is a one-node "tree" rooted at the last prompt token.
-                walk = walk_tree(
-                    DraftTree.root_only(int(input_ids[0, -1])), logits, input_ids, logits_processor,
-                    generation_config.do_sample, keep_scores=record.keep_scores, keep_logits=record.keep_logits,
-                )
-                input_ids, committed, finished = record.commit(walk, input_ids, stopping_criteria, streamer)
-                if lookup is not None:
-                    lookup.extend(walk.tokens[:committed])
+                    new_valid = None if key_valid is None else key_valid[:, cached_length:]
+                    new_counts = None if key_valid is None else new_valid.sum(dim=1).tolist()
+                    drafter.add_context(features, new_valid, new_counts)
+                # The prefill's last column is a one-node "tree" rooted at each row's last prompt token.
+                roots = [DraftTree.root_only(int(token)) for token in input_ids[:, -1].tolist()]
+                walks = walk_trees(roots, logits[:, None], [row.ids for row in rows],
+                                   [row.processors for row in rows], generation_config.do_sample, keep_scores,
+                                   keep_logits)
+                for row, walk in zip(rows, walks):
+                    row.commit(walk, stopping_criteria, streamer)
+                    if row.lookup is not None:
+                        row.lookup.extend(row.last_tokens)
+                rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
 
-            while not finished:
-                prefix_length = input_ids.shape[1] - padding_length - 1
-                anchor = walk.tokens[committed - 1]
-                # Never draft deeper than the tokens still allowed: a round commits at most depth + 1 tokens.
-                depth = min(depth_cap.depth, generation_config.max_length - input_ids.shape[1] - 1)
+            while rows:
+                prefix_length = cache.get_seq_length()
+                # Never draft deeper than a row may still go: a round commits at most depth + 1 tokens.
+                depths = [min(row.depth_cap.depth, generation_config.max_length - row.ids.shape[1] - 1) for row in rows]
+                drafts = [drafting and depth > 0 and row.policy.wants_draft(row.position)
+                          for row, depth in zip(rows, depths)]
 
-                draft_now = drafting and depth > 0 and policy.wants_draft(prefix_length)
                 with stage(round_profiler, "draft", device):
-                    depth_logits = drafter.draft(input_ids[:, -1:], depth) if draft_now else None
+                    depth_logits = None
+                    if any(drafts):
+                        anchors = torch.tensor([[row.anchor] for row in rows], device=device)
+                        depth_logits = drafter.draft(anchors, max(depths))
                 with stage(round_profiler, "tree", device):
-                    branch = lookup.branch(depth) if lookup is not None and depth_logits is not None else None
-                    if depth_logits is None:
-                        tree = DraftTree.root_only(anchor)
-                    else:
-                        candidates = depth_candidates(
-                            depth_logits, tree_settings.width, branch.tokens if branch else None
-                        )
-                        tree = build_tree(
-                            anchor, candidates, policy.max_budget, tree_settings.width,
-                            expansion=tree_settings.expansion, branch=branch,
-                        )
-                        tree = tree.truncated(policy.choose(tree, prefix_length))
-                        depth_cap.observe(tree)
+                    trees, branches = _grow_trees(rows, depth_logits, depths, drafts, tree_settings)
                 with stage(round_profiler, "verify", device):
-                    node_logits, node_features = verify_tree(model, tree, prefix_length, cache, capture, device)
-                with stage(round_profiler, "accept", device):
-                    walk = walk_tree(
-                        tree, node_logits, input_ids, logits_processor, generation_config.do_sample,
-                        keep_scores=record.keep_scores, keep_logits=record.keep_logits,
+                    node_logits, node_features = verify_trees(
+                        model, trees, prefix_length, [row.position for row in rows], key_valid, cache, capture,
+                        device,
                     )
-                    input_ids, committed, finished = record.commit(walk, input_ids, stopping_criteria, streamer)
-                    record.round(committed, len(tree))
-                    policy.observe(tree, len(walk.path) - 1)
-                    if lookup is not None:
-                        decided, accepted = _branch_outcome(tree, branch, walk.tokens[:committed])
-                        lookup.record(decided, accepted)
-                        lookup.extend(walk.tokens[:committed])
-                        record.lookup_lengths.append(accepted)
+                with stage(round_profiler, "accept", device):
+                    walks = walk_trees(trees, node_logits, [row.ids for row in rows],
+                                       [row.processors for row in rows], generation_config.do_sample, keep_scores,
+                                       keep_logits)
+                    kept_paths = []
+                    for row, tree, walk, branch in zip(rows, trees, walks, branches):
+                        committed = row.commit(walk, stopping_criteria, streamer, stop=stopping.checks_rules(row))
+                        row.policy.observe(tree, len(walk.path) - 1)
+                        lookup_accepted = None
+                        if row.lookup is not None:
+                            decided, lookup_accepted = _branch_outcome(tree, branch, row.last_tokens)
+                            row.lookup.record(decided, lookup_accepted)
+                            row.lookup.extend(row.last_tokens)
+                        row.record_round(tree, committed, lookup_accepted)
+                        # Keep the root and the accepted nodes whose tokens were committed before any stop: the
+                        # cache then holds every committed token but the last, as plain decoding leaves it.
+                        kept_paths.append(walk.path[:committed])
                 if round_profiler is not None:
                     round_profiler.rounds += 1
                 with stage(round_profiler, "cache", device):
-                    # Keep the root and the accepted nodes whose tokens were committed before any stop: afterwards
-                    # the cache holds every committed token but the last, exactly as plain decoding leaves it.
-                    kept_path = walk.path[:committed]
-                    keep_accepted_path(cache, prefix_length, kept_path)
+                    holes = keep_accepted_paths(cache, prefix_length, kept_paths)
+                    key_valid = _extend_key_valid(key_valid, holes, prefix_length, max(map(len, kept_paths)), device)
                     if drafting:
-                        drafter.add_context(node_features[:, kept_path])
+                        kept_features, counts = _kept_node_features(node_features, kept_paths)
+                        drafter.add_context(kept_features, None if holes is None else holes.to(device), counts)
+                    for row, path in zip(rows, kept_paths):
+                        row.position += len(path)
+                    rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
+                    # A batch's holes are squeezed out once they pile up. A single row's only holes are its padding,
+                    # which its returned cache keeps where plain decoding keeps it.
+                    if batch_size > 1 and key_valid is not None and _hole_fraction(key_valid) > MAX_HOLE_FRACTION:
+                        key_valid = compact_cache(cache, key_valid)
     finally:
         if streamer is not None:
             streamer.end()
 
-    # The returned cache carries the head's context, so that a later call that passes it back continues drafting.
-    attach_draft_context(cache, drafter.context(input_ids[0, padding_length:-1].tolist()))
-    # A fresh tensor outside inference mode: callers may edit the returned ids in place.
-    input_ids = input_ids.clone()
+    sequences = batch_sequences(all_rows, prompt_length, generation_config, stopping)
+    returned_cache = None
+    if batch_size == 1:
+        # The returned cache carries the head's context, so that a later call that passes it back continues.
+        attach_draft_context(cache, drafter.context(sequences[0, :-1].tolist()))
+        returned_cache = cache
     if not generation_config.return_dict_in_generate:
-        return input_ids
-    return record.output(input_ids, cache)
+        return sequences
+    return _output(all_rows, sequences, returned_cache, keep_scores, keep_logits)
 
 
-class _GenerationRecord:
-    """What a call returns besides the ids: scores and logits when asked for, and per-round statistics."""
+def _new_lookup(tree_settings: TreeSettings, ids: torch.Tensor, key_valid, row: int) -> PromptLookup | None:
+    if not tree_settings.lookup_tokens:
+        return None
+    lookup = PromptLookup(tree_settings.lookup_tokens)
+    real = ids if key_valid is None else ids[key_valid[row]]
+    lookup.extend(real.tolist())
+    return lookup
 
-    def __init__(self, generation_config: GenerationConfig, lookup: bool):
-        as_dict = bool(generation_config.return_dict_in_generate)
-        self.keep_scores = as_dict and bool(generation_config.output_scores)
-        self.keep_logits = as_dict and bool(generation_config.output_logits)
-        self.scores: list[torch.Tensor] = []
-        self.logits: list[torch.Tensor] = []
-        self.accepted_lengths: list[int] = []
-        self.tree_sizes: list[int] = []
-        self.lookup_lengths: list[int] | None = [] if lookup else None
 
-    def commit(
-        self, walk: TreeWalk, input_ids: torch.LongTensor, stopping_criteria: StoppingCriteriaList, streamer
-    ) -> tuple[torch.LongTensor, int, bool]:
-        """Append the walk's tokens up to the first one at which plain decoding would stop.
-
-        Returns the extended ids, how many tokens were kept, and whether generation is finished.
-        """
-        if self.keep_scores:
-            self.scores.extend(walk.scores)
-        kept, finished = tokens_before_stop(
-            walk.tokens, input_ids, stopping_criteria, self.scores if self.keep_scores else None
+def _grow_trees(rows, depth_logits, depths, drafts, tree_settings):
+    """Each row's tree for this round (root only where the row does not draft), and its lookup branch."""
+    branches = [
+        row.lookup.branch(depth) if row.lookup is not None and draft else None
+        for row, depth, draft in zip(rows, depths, drafts)
+    ]
+    candidates = None
+    if depth_logits is not None:
+        candidates = batch_depth_candidates(
+            depth_logits, tree_settings.width, [branch.tokens if branch else None for branch in branches]
         )
-        if self.keep_scores:
-            del self.scores[len(self.scores) - len(walk.tokens) + kept :]
-        if self.keep_logits:
-            self.logits.extend(walk.logits[:kept])
-        input_ids = torch.cat([input_ids, input_ids.new_tensor([walk.tokens[:kept]])], dim=1)
-        if streamer is not None:
-            for token in walk.tokens[:kept]:
-                streamer.put(torch.tensor([token]))
-        return input_ids, kept, finished
-
-    def round(self, committed: int, tree_size: int) -> None:
-        self.accepted_lengths.append(committed)
-        self.tree_sizes.append(tree_size)
-
-    def output(self, sequences: torch.LongTensor, cache) -> JetSpecGenerateOutput:
-        return JetSpecGenerateOutput(
-            sequences=sequences,
-            scores=tuple(self.scores) if self.keep_scores else None,
-            logits=tuple(self.logits) if self.keep_logits else None,
-            cache=cache,
-            accepted_lengths=self.accepted_lengths,
-            tree_sizes=self.tree_sizes,
-            lookup_lengths=self.lookup_lengths,
+    trees = []
+    for index, (row, depth, draft) in enumerate(zip(rows, depths, drafts)):
+        if not draft:
+            trees.append(DraftTree.root_only(row.anchor))
+            continue
+        tree = build_tree(
+            row.anchor, candidates[index], row.policy.max_budget, tree_settings.width, max_depth=depth,
+            expansion=tree_settings.expansion, branch=branches[index],
         )
+        tree = tree.truncated(row.policy.choose(tree, row.position))
+        row.depth_cap.observe(tree)
+        trees.append(tree)
+    return trees, branches
 
 
-class _DepthCap:
-    """How deep to draft the next block: a causal head's block is cut after the deepest depth its tree will use.
+def _extend_key_valid(key_valid, holes, prefix_length: int, added: int, device):
+    """`key_valid` after the round's kept columns were appended after `prefix_length` columns (`holes`: which of
+    them each row holds)."""
+    if key_valid is None and holes is None:
+        return None
+    batch_size = holes.shape[0] if holes is not None else key_valid.shape[0]
+    if key_valid is None:
+        key_valid = torch.ones(batch_size, prefix_length, dtype=torch.bool, device=device)
+    new = torch.ones(batch_size, added, dtype=torch.bool, device=device) if holes is None else holes.to(device)
+    return torch.cat([key_valid, new], dim=1)
 
-    Each round's tree shows how deep the budget reached; the next block drafts two depths beyond that, so a tree
-    that grows deeper round by round is never held back for long, and a shallow one does not pay for depths it
-    never uses. A bidirectional head always drafts the full block (its rows see every other row).
-    """
 
-    def __init__(self, max_depth: int, enabled: bool):
-        self.max_depth = max_depth
-        self.enabled = enabled
-        self.depth = max_depth
+def _kept_node_features(node_features: torch.Tensor, kept_paths: list[list[int]]):
+    """The tapped features of each row's kept nodes, `(B, longest, k*H)` (short rows padded), and their counts."""
+    counts = [len(path) for path in kept_paths]
+    longest = max(counts)
+    if node_features.shape[0] == 1:
+        index = torch.tensor(kept_paths[0], device=node_features.device)
+        return node_features[:, index], None
+    padded = [path + path[-1:] * (longest - len(path)) for path in kept_paths]
+    index = torch.tensor(padded, device=node_features.device)[:, :, None].expand(-1, -1, node_features.shape[2])
+    return node_features.gather(1, index), counts
 
-    def observe(self, tree: DraftTree) -> None:
-        if self.enabled and len(tree) > 1:
-            self.depth = min(self.max_depth, max(tree.depths) + 2)
+
+def _hole_fraction(key_valid: torch.Tensor) -> float:
+    return 1.0 - float(key_valid.float().mean())
+
+
+def _drop_done_rows(rows, stopping, cache, drafter, key_valid):
+    """Remove the rows that need no more tokens from the batch (cache, head context, key mask)."""
+    keep = [position for position, row in enumerate(rows) if not stopping.is_done(row, rows)]
+    if len(keep) == len(rows):
+        return rows, key_valid
+    if keep:
+        select_cache_rows(cache, keep)
+        drafter.select_rows(keep)
+        if key_valid is not None:
+            key_valid = key_valid[keep]
+    return [rows[position] for position in keep], key_valid
+
+
+def _output(rows, sequences, cache, keep_scores: bool, keep_logits: bool) -> JetSpecGenerateOutput:
+    rows = sorted(rows, key=lambda row: row.index)
+    single = len(rows) == 1
+    lookup = rows[0].lookup_lengths is not None
+    return JetSpecGenerateOutput(
+        sequences=sequences,
+        scores=tuple(rows[0].scores) if keep_scores else None,
+        logits=tuple(rows[0].logits) if keep_logits else None,
+        cache=cache,
+        accepted_lengths=rows[0].accepted_lengths if single else [row.accepted_lengths for row in rows],
+        tree_sizes=rows[0].tree_sizes if single else [row.tree_sizes for row in rows],
+        lookup_lengths=(rows[0].lookup_lengths if single else [row.lookup_lengths for row in rows]) if lookup else None,
+    )
 
 
 def _branch_outcome(tree: DraftTree, branch, committed_tokens: list[int]) -> tuple[int, int]:
@@ -246,8 +298,8 @@ def _branch_outcome(tree: DraftTree, branch, committed_tokens: list[int]) -> tup
     return min(accepted + 1, in_tree), accepted
 
 
-def _resume(cache, drafter: HeadDrafter, head: JetSpecDraftModel, real_ids: torch.Tensor) -> int:
-    """Continue from a cache passed in by the caller; returns how many leading tokens it already holds.
+def _resume(cache, drafter: HeadDrafter, head: JetSpecDraftModel, input_ids: torch.Tensor) -> int:
+    """Continue from a cache passed in by the caller; returns how many leading columns of `input_ids` it holds.
 
     A cache returned by an earlier tree-decoding call with this head carries the head's context too, and both
     continue. Any other non-empty cache (plain decoding's, or one extended since) continues for the target, and the
@@ -256,16 +308,16 @@ def _resume(cache, drafter: HeadDrafter, head: JetSpecDraftModel, real_ids: torc
     cached_length = cache.get_seq_length()
     if cached_length == 0:
         return 0
-    if cached_length >= real_ids.shape[0]:
+    if cached_length >= input_ids.shape[1]:
         raise ValueError(
-            f"The passed cache already holds {cached_length} positions but the input has {real_ids.shape[0]} tokens: "
-            "pass `input_ids` that extend the cached sequence by at least one token (the full sequence, as for "
-            "plain `generate`)."
+            f"The passed cache already holds {cached_length} positions but the input has {input_ids.shape[1]} "
+            "tokens: pass `input_ids` that extend the cached sequence by at least one token (the full sequence, as "
+            "for plain `generate`)."
         )
     context = draft_context_of(cache)
     if context is not None and context.tokens:
         known = min(len(context.tokens), cached_length)
-        if real_ids[:known].tolist() != context.tokens[:known]:
+        if input_ids[0, :known].tolist() != context.tokens[:known]:
             raise ValueError(
                 "The passed cache was built for another sequence: its tokens differ from the start of `input_ids`. "
                 "Pass the full sequence the cache was returned with (e.g. `out.sequences` plus the new tokens)."

@@ -8,6 +8,7 @@ target.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
@@ -22,6 +23,56 @@ from .tree_attention import TREE_MASK_KWARG, TreeAttentionMask, routes_tree_atte
 _PREPARED_MASK_PLACEHOLDER = torch.empty(1, 1, 0, 0)
 
 
+def verify_trees(
+    target: PreTrainedModel,
+    trees: list[DraftTree],
+    prefix_length: int,
+    positions: list[int],
+    prefix_key_mask: torch.Tensor | None,
+    cache: Cache,
+    capture: TappedLayerCapture,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the target on every row's tree nodes on top of `cache` (which holds `prefix_length` columns).
+
+    Row `b`'s nodes sit at positions `positions[b] + depth` and see the row's visible prefix columns
+    (`prefix_key_mask`, `(B, prefix_length)` bool, `None` when all are) and exactly their own ancestors. Trees
+    smaller than the largest are padded with nodes that see only themselves; their outputs are never read.
+
+    Returns the logits of every node `(B, N, V)` (row `[b, n]` is the target's next-token logits for the path
+    root→n of row b's tree) and the tapped features of every node `(B, N, k*H)`. The cache grows by N columns, in
+    node order.
+
+    The attention of every backend but eager is routed to `tree_attention_forward` for this forward only (prefix
+    and tree attended apart, no `N × (P + N)` mask); an eager target gets the materialised additive mask.
+    """
+    size = max(len(tree) for tree in trees)
+    tokens, depths = [], []
+    ancestors = np.zeros((len(trees), 1, size, size), dtype=bool)
+    for row, tree in enumerate(trees):
+        padding = size - len(tree)
+        tokens.append(tree.tokens + [tree.tokens[0]] * padding)
+        depths.append([positions[row] + depth for depth in tree.depths] + [positions[row]] * padding)
+        ancestors[row, 0, : len(tree), : len(tree)] = tree.ancestor_matrix()
+        ancestors[row, 0, len(tree) :, len(tree) :] = np.eye(padding, dtype=bool)
+    if len(trees) == 1:
+        ancestors = ancestors[0, 0]  # one tree: the (N, N) form every row shares
+    mask = TreeAttentionMask.from_ancestors(ancestors, prefix_length, device, prefix_key_mask)
+    if routes_tree_attention(target.config._attn_implementation):
+        attention = {"attention_mask": _PREPARED_MASK_PLACEHOLDER, TREE_MASK_KWARG: mask}
+    else:
+        attention = {"attention_mask": mask.to_additive_mask(target.dtype)}
+    outputs = target(
+        input_ids=torch.tensor(tokens, device=device),
+        position_ids=torch.tensor(depths, device=device),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=0,
+        **attention,
+    )
+    return outputs.logits, capture.features()
+
+
 def verify_tree(
     target: PreTrainedModel,
     tree: DraftTree,
@@ -30,49 +81,45 @@ def verify_tree(
     capture: TappedLayerCapture,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the target on the tree nodes on top of `cache` (which holds `prefix_length` committed positions).
-
-    Returns the logits of every node `(N, V)` (row `n` is the target's next-token logits for the path root→n) and
-    the tapped features of every node `(1, N, k*H)`. The cache grows by N rows, in node order.
-
-    The attention of every backend but eager is routed to `tree_attention_forward` for this forward only (prefix
-    and tree attended apart, no `N × (P + N)` mask); an eager target gets the materialised additive mask.
-    """
-    tokens = torch.tensor([tree.tokens], device=device)
-    position_ids = torch.tensor([tree.depths], device=device) + prefix_length
-    mask = TreeAttentionMask.from_ancestors(tree.ancestor_matrix(), prefix_length, device)
-    if routes_tree_attention(target.config._attn_implementation):
-        attention = {"attention_mask": _PREPARED_MASK_PLACEHOLDER, TREE_MASK_KWARG: mask}
-    else:
-        attention = {"attention_mask": mask.to_additive_mask(target.dtype)}
-    outputs = target(
-        input_ids=tokens, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=0, **attention
-    )
-    return outputs.logits[0], capture.features()
+    """`verify_trees` for one sequence whose cache holds its `prefix_length` positions, no holes: logits `(N, V)`,
+    features `(1, N, k*H)`."""
+    logits, features = verify_trees(target, [tree], prefix_length, [prefix_length], None, cache, capture, device)
+    return logits[0], features
 
 
 def prefill(
     target: PreTrainedModel,
     input_ids: torch.Tensor,
-    start_position: int,
     cache: Cache,
     capture: TappedLayerCapture,
+    attention_mask: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append `input_ids` to `cache`, at positions from `start_position` on, `chunk_size` tokens per forward
-    (`generate`'s `prefill_chunk_size`; all at once when `None`).
+    """Append the columns of `input_ids` `(B, n)` to `cache`, `chunk_size` columns per forward (`generate`'s
+    `prefill_chunk_size`; all at once when `None`).
 
-    Returns the target's next-token logits after the last id `(1, V)` (only that row goes through the lm_head) and
-    the tapped features of every id `(1, L, k*H)`.
+    `attention_mask` `(B, cached + n)` marks padding as plain decoding's does (`None`: no padding); positions
+    count each row's real tokens, as `generate` numbers them. Returns the target's next-token logits after the last
+    column `(B, V)` (only that column goes through the lm_head) and the tapped features of every column
+    `(B, n, k*H)`.
     """
-    chunks = [input_ids] if chunk_size is None else torch.split(input_ids, chunk_size, dim=1)
-    features, position = [], start_position
-    for chunk in chunks:
-        positions = torch.arange(position, position + chunk.shape[1], device=chunk.device).unsqueeze(0)
-        outputs = target(input_ids=chunk, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    cached = cache.get_seq_length()
+    if attention_mask is None:
+        positions = torch.arange(cached, cached + input_ids.shape[1], device=input_ids.device)[None]
+        positions = positions.expand(input_ids.shape[0], -1)
+    else:
+        positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, cached:]
+    chunk_size = chunk_size or input_ids.shape[1]
+    features = []
+    for start in range(0, input_ids.shape[1], chunk_size):
+        end = min(start + chunk_size, input_ids.shape[1])
+        mask = None if attention_mask is None else attention_mask[:, : cached + end]
+        outputs = target(
+            input_ids=input_ids[:, start:end], position_ids=positions[:, start:end], attention_mask=mask,
+            cache=cache, use_cache=True, logits_to_keep=1,
+        )
         features.append(capture.features())
-        position += chunk.shape[1]
-    return outputs.logits[0, -1:], torch.cat(features, dim=1) if len(features) > 1 else features[0]
+    return outputs.logits[:, -1], torch.cat(features, dim=1) if len(features) > 1 else features[0]
 
 
-__all__ = ["prefill", "verify_tree"]
+__all__ = ["prefill", "verify_tree", "verify_trees"]

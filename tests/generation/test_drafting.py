@@ -24,7 +24,44 @@ def test_incremental_rounds_equal_one_full_forward():
         for new_rows, anchor in [(6, 10), (1, 11), (4, 12), (3, 13)]:
             drafter.add_context(all_features[:, committed : committed + new_rows])
             committed += new_rows
-            depth_logits = drafter.draft(torch.tensor([[anchor]]), depth=5)
+            depth_logits = drafter.draft(torch.tensor([[anchor]]), depth=5)[0]
             expected = _draft_from_scratch(head, target, all_features[:, :committed], anchor, 5)
             torch.testing.assert_close(depth_logits, expected, rtol=1e-4, atol=1e-4)
             assert drafter.state.length == committed
+
+
+def test_a_batch_with_ragged_context_drafts_each_row_as_if_alone():
+    # Rows commit different numbers of positions per round: the shared columns get holes, the drafts do not change.
+    target = tiny_target()
+    for causal in (True, False):
+        head = tiny_head(target, causal=causal)
+        width = len(head.config.target_layer_ids) * target.config.hidden_size
+        features = torch.randn(2, 30, width, generator=torch.Generator().manual_seed(5))
+        batch = HeadDrafter(head, target.get_input_embeddings(), target.lm_head, batch_size=2)
+        alone = [HeadDrafter(head, target.get_input_embeddings(), target.lm_head) for _ in range(2)]
+        committed = [0, 0]
+        for round_counts in [(6, 2), (1, 4), (3, 1), (0, 5), (2, 2)]:
+            longest = max(round_counts)
+            chunk = torch.zeros(2, longest, width)
+            for row, count in enumerate(round_counts):
+                chunk[row, :count] = features[row, committed[row] : committed[row] + count]
+                alone[row].add_context(features[row : row + 1, committed[row] : committed[row] + count])
+                committed[row] += count
+            valid = torch.arange(longest)[None, :] < torch.tensor(round_counts)[:, None]
+            batch.add_context(chunk, valid, list(round_counts))
+            anchors = torch.tensor([[7], [9]])
+            drafted = batch.draft(anchors, depth=4)
+            for row in range(2):
+                expected = alone[row].draft(anchors[row : row + 1], depth=4)[0]
+                torch.testing.assert_close(drafted[row], expected, rtol=1e-4, atol=1e-4)
+            assert batch.state.next_positions == committed
+        # Squeezing the holes out changes nothing either.
+        batch.state.compact()
+        assert batch.state.valid is None or bool(batch.state.valid[:, : batch.state.length].any(dim=0).all())
+        drafted = batch.draft(anchors, depth=4)
+        for row in range(2):
+            torch.testing.assert_close(drafted[row], alone[row].draft(anchors[row : row + 1], depth=4)[0],
+                                       rtol=1e-4, atol=1e-4)
+        batch.select_rows([1])
+        torch.testing.assert_close(batch.draft(anchors[1:], depth=4)[0], alone[1].draft(anchors[1:], depth=4)[0],
+                                   rtol=1e-4, atol=1e-4)

@@ -28,7 +28,7 @@ def test_lean_forward_equals_the_model_forward_round_after_round(causal, block_l
         committed += new_rows
         block_ids = torch.tensor([[anchor] + [MASK_TOKEN_ID] * (block_length - 1)])
         with torch.no_grad():
-            lean_hidden = lean.draft(state, target.get_input_embeddings()(block_ids))
+            lean_hidden = lean.draft(state, target.get_input_embeddings()(block_ids))[0]
         expected = _model_forward(head, target, features[:, :committed], block_ids).last_hidden_state[0]
         torch.testing.assert_close(lean_hidden, expected, rtol=1e-4, atol=1e-5)
         assert state.length == committed
@@ -47,7 +47,7 @@ def test_buffers_grow_past_their_first_capacity_and_weights_follow_in_place_edit
     assert state.capacity > state_capacity >= 200
     block_ids = torch.tensor([[7] + [MASK_TOKEN_ID] * 7])
     with torch.no_grad():
-        got = lean.draft(state, target.get_input_embeddings()(block_ids))
+        got = lean.draft(state, target.get_input_embeddings()(block_ids))[0]
     expected = _model_forward(head, target, features, block_ids).last_hidden_state[0]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -57,6 +57,6 @@ def test_buffers_grow_past_their_first_capacity_and_weights_follow_in_place_edit
     changed_state = changed.new_state()
     changed.add_context(changed_state, features)
     with torch.no_grad():
-        got = changed.draft(changed_state, target.get_input_embeddings()(block_ids))
+        got = changed.draft(changed_state, target.get_input_embeddings()(block_ids))[0]
     expected = _model_forward(head, target, features, block_ids).last_hidden_state[0]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

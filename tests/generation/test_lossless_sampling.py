@@ -58,6 +58,13 @@ def heads(target):
     }
 
 
+# The published reference's full fan-out rule, and a node-level tree with a prompt-lookup branch.
+OTHER_TREE_KINDS = {
+    "fanout-tree": dict(tree_budget=6, tree_width=3, tree_expansion="fanout"),
+    "hybrid-tree": dict(tree_budget=5, prompt_lookup_num_tokens=3),
+}
+
+
 def exact_distribution(target, settings) -> dict[tuple[int, ...], float]:
     """P(first three tokens) from the target's processed scores at every prefix (plain generate's processors)."""
     probabilities = {(): 1.0}
@@ -77,11 +84,15 @@ def exact_distribution(target, settings) -> dict[tuple[int, ...], float]:
     return probabilities
 
 
-def sample_counts(target, settings, runs, **tree_kwargs) -> Counter:
+def sample_counts(target, settings, runs, batch_size=1, **tree_kwargs) -> Counter:
+    """Outcomes of `runs` samples, drawn `batch_size` rows (the same prompt) per call."""
     counts = Counter()
-    for _ in range(runs):
-        output = target.generate(PROMPT, do_sample=True, max_new_tokens=NEW_TOKENS, **settings, **tree_kwargs)
-        counts[tuple(output[0, PROMPT.shape[1] :].tolist())] += 1
+    for _ in range(runs // batch_size):
+        output = target.generate(
+            PROMPT.expand(batch_size, -1), do_sample=True, max_new_tokens=NEW_TOKENS, **settings, **tree_kwargs
+        )
+        for row in output[:, PROMPT.shape[1] :].tolist():
+            counts[tuple(row)] += 1
     return counts
 
 
@@ -136,3 +147,17 @@ def test_seeded_sampling_is_reproducible(target, heads):
             torch.manual_seed(1234)
             runs.append(target.generate(PROMPT, do_sample=True, max_new_tokens=12, temperature=0.9, **tree_kwargs))
         assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("setting", ["temperature-1.0", "repetition-penalty-1.5"])
+def test_batched_tree_sampling_of_every_tree_kind_matches_the_exact_distribution(target, heads, setting):
+    # Four rows per call, each sampled through its own tree walk: every row must follow the target's distribution.
+    settings = SETTINGS[setting]
+    exact = exact_distribution(target, settings)
+    head = heads["complete-tree"]["assistant_model"]
+    kinds = {**heads, **{name: dict(assistant_model=head, **tree) for name, tree in OTHER_TREE_KINDS.items()}}
+    for kind, tree_kwargs in kinds.items():
+        torch.manual_seed(5)
+        counts = sample_counts(target, settings, RUNS, batch_size=4, **tree_kwargs)
+        assert sum(counts.values()) == RUNS
+        assert chi_square_p_value(counts, exact, RUNS) > SIGNIFICANCE, kind

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 from transformers import GenerationConfig, TextIteratorStreamer
-from transformers.cache_utils import StaticCache
+from transformers.cache_utils import DynamicCache, StaticCache
 from transformers.generation.streamers import BaseStreamer
 
 import jetspec_hf
@@ -73,16 +73,32 @@ def test_options_set_in_a_generation_config_are_checked_too(pair, no_forward):
                         max_new_tokens=4), assistant_model=head)
 
 
-def test_inputs_embeds_batches_and_static_caches_are_refused(pair, no_forward):
+def test_inputs_embeds_and_static_caches_are_refused(pair, no_forward):
     target, head = pair
     embeds = torch.zeros(1, 5, target.config.hidden_size)
     with pytest.raises(ValueError, match="`inputs_embeds`"):
         target.generate(inputs_embeds=embeds, max_new_tokens=4, assistant_model=head)
-    with pytest.raises(ValueError, match="one sequence at a time"):
-        target.generate(torch.cat([random_prompt(0, 5), random_prompt(1, 5)]), max_new_tokens=4, assistant_model=head)
     with pytest.raises(ValueError, match="DynamicCache"):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head,
                         cache=StaticCache(config=target.config, max_cache_len=32))
+
+
+def test_what_a_batch_cannot_do_is_refused_by_name(pair, no_forward):
+    target, head = pair
+    batch = torch.cat([random_prompt(0, 5), random_prompt(1, 5)])
+    with pytest.raises(ValueError, match="streamer takes one sequence"):
+        target.generate(batch, max_new_tokens=4, assistant_model=head, streamer=RecordingStreamer())
+    for name in ("output_scores", "output_logits"):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            target.generate(batch, max_new_tokens=4, assistant_model=head, return_dict_in_generate=True,
+                            **{name: True})
+    with pytest.raises(ValueError, match="`prefix_allowed_tokens_fn`"):
+        target.generate(batch, max_new_tokens=4, assistant_model=head,
+                        prefix_allowed_tokens_fn=lambda batch_id, ids: list(range(96)))
+    cache = DynamicCache(config=target.config)
+    cache.update(torch.zeros(2, 2, 3, 16), torch.zeros(2, 2, 3, 16), 0)
+    with pytest.raises(ValueError, match="non-empty `cache`"):
+        target.generate(batch, max_new_tokens=4, assistant_model=head, cache=cache)
 
 
 @pytest.mark.parametrize("kwargs", [dict(use_cache=False), dict(cache_implementation="static"), dict(num_beams=2)])
@@ -110,7 +126,7 @@ def test_a_streamer_gets_end_when_generation_fails_midway(pair, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(sys.modules["jetspec_hf.generation.tree_decoding"], "verify_tree", fail)
+    monkeypatch.setattr(sys.modules["jetspec_hf.generation.tree_decoding"], "verify_trees", fail)
     with pytest.raises(RuntimeError, match="device lost"):
         target.generate(random_prompt(2, 5), max_new_tokens=8, assistant_model=head, streamer=streamer)
     consumer.join(timeout=30)

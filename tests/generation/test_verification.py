@@ -29,7 +29,7 @@ def test_tree_logits_and_features_equal_those_of_each_path_alone(attn_implementa
     cache = DynamicCache(config=target.config)
     install_capture_hooks(target.model.layers)
     with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
-        _, prefix_features = prefill(target, prefix, 0, cache, capture)
+        _, prefix_features = prefill(target, prefix, cache, capture)
         node_logits, node_features = verify_tree(target, TREE, prefix.shape[1], cache, capture, prefix.device)
     assert cache.get_seq_length() == prefix.shape[1] + len(TREE)
     for node in range(len(TREE)):
@@ -49,7 +49,7 @@ def test_cache_compaction_keeps_exactly_the_accepted_path():
     cache = DynamicCache(config=target.config)
     install_capture_hooks(target.model.layers)
     with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
-        prefill(target, prefix, 0, cache, capture)
+        prefill(target, prefix, cache, capture)
         verify_tree(target, TREE, prefix.shape[1], cache, capture, prefix.device)
     accepted = [0, 1, 3, 5]  # 11 → 20 → 30 → 40, not in contiguous slots
     keep_accepted_path(cache, prefix.shape[1], accepted)

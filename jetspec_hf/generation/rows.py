@@ -1,0 +1,172 @@
+"""One sequence of a batch being tree-decoded: its committed ids, its stopping state and its statistics.
+
+Rows of a batch accept different numbers of tokens per round, so each row keeps its own ids (what its logits
+processors and stopping criteria see, padding included, exactly as plain decoding's row would), its own position
+(real tokens in the target's cache), its own prompt-lookup index and budget policy, and its own per-round record.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
+
+from .acceptance import TreeWalk
+from .budget import BudgetPolicy
+from .lookup import PromptLookup
+from .stopping import tokens_before_stop
+from .tree import DraftTree
+
+
+class DepthCap:
+    """How deep to draft the next block: a causal head's block is cut after the deepest depth its tree will use.
+
+    Each round's tree shows how deep the budget reached; the next block drafts two depths beyond that, so a tree
+    that grows deeper round by round is never held back for long, and a shallow one does not pay for depths it
+    never uses. A bidirectional head always drafts the full block (its rows see every other row).
+    """
+
+    def __init__(self, max_depth: int, enabled: bool):
+        self.max_depth = max_depth
+        self.enabled = enabled
+        self.depth = max_depth
+
+    def observe(self, tree: DraftTree) -> None:
+        if self.enabled and len(tree) > 1:
+            self.depth = min(self.max_depth, max(tree.depths) + 2)
+
+
+class DecodingRow:
+    """The state of one sequence of the batch.
+
+    Attributes:
+        index: the row's index in the caller's batch.
+        ids: `(1, L)` its committed ids, padding included.
+        position: the position of its anchor (the last committed token, not yet in the cache): its real tokens
+            before it.
+        new_tokens: tokens committed so far.
+        finished_at: new-token count at which a stopping rule fired, or `None`.
+    """
+
+    def __init__(self, index: int, ids: torch.Tensor, position: int, policy: BudgetPolicy, depth_cap: DepthCap,
+                 lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool):
+        self.index = index
+        self.ids = ids
+        self.position = position
+        self.policy = policy
+        self.depth_cap = depth_cap
+        self.lookup = lookup
+        self.keep_scores = keep_scores
+        self.keep_logits = keep_logits
+        self.new_tokens = 0
+        self.finished_at: int | None = None
+        self.scores: list[torch.Tensor] = []
+        self.logits: list[torch.Tensor] = []
+        self.accepted_lengths: list[int] = []
+        self.tree_sizes: list[int] = []
+        self.lookup_lengths: list[int] | None = [] if lookup is not None else None
+
+    @property
+    def anchor(self) -> int:
+        """The last committed token: the root of the next tree."""
+        return self.last_tokens[-1]
+
+    def commit(self, walk: TreeWalk, stopping_criteria: StoppingCriteriaList, streamer, stop: bool = True) -> int:
+        """Append the walk's tokens up to the first one at which plain decoding would stop; returns how many.
+
+        With `stop=False` (a finished row of a batch whose rows keep decoding, see `BatchStopping`) every token is
+        kept and no rule is checked.
+        """
+        if self.keep_scores:
+            self.scores.extend(walk.scores)
+        if stop:
+            kept, finished = tokens_before_stop(
+                walk.tokens, self.ids, stopping_criteria, self.scores if self.keep_scores else None
+            )
+        else:
+            kept, finished = len(walk.tokens), False
+        if self.keep_scores:
+            del self.scores[len(self.scores) - len(walk.tokens) + kept :]
+        if self.keep_logits:
+            self.logits.extend(walk.logits[:kept])
+        self.last_tokens = walk.tokens[:kept]
+        self.ids = torch.cat([self.ids, self.ids.new_tensor([self.last_tokens])], dim=1)
+        self.new_tokens += kept
+        if finished and self.finished_at is None:
+            self.finished_at = self.new_tokens
+        if streamer is not None:
+            for token in self.last_tokens:
+                streamer.put(torch.tensor([token]))
+        return kept
+
+    def record_round(self, tree: DraftTree, committed: int, lookup_accepted: int | None) -> None:
+        self.accepted_lengths.append(committed)
+        self.tree_sizes.append(len(tree))
+        if self.lookup_lengths is not None:
+            self.lookup_lengths.append(lookup_accepted or 0)
+
+
+class BatchStopping:
+    """When rows stop, as plain batched decoding stops them.
+
+    Plain decoding runs every row until all are finished. With an EOS criterion, a finished row is padded with
+    `pad_token_id` from then on; without one, a row that a stopping rule finished keeps receiving real tokens until
+    the last row finishes. So here a row leaves the batch once finished when there is an EOS criterion; otherwise
+    every row decodes until all rows have finished, and all are cut to the longest finish.
+    """
+
+    def __init__(self, stopping_criteria: StoppingCriteriaList, batch_size: int):
+        self.pads_finished_rows = batch_size == 1 or any(
+            hasattr(criterion, "eos_token_id") for criterion in stopping_criteria
+        )
+
+    def is_done(self, row: DecodingRow, rows: list[DecodingRow]) -> bool:
+        """Whether `row` needs no more tokens."""
+        if self.pads_finished_rows:
+            return row.finished_at is not None
+        if any(other.finished_at is None for other in rows):
+            return False
+        return row.new_tokens >= max(other.finished_at for other in rows)
+
+    def checks_rules(self, row: DecodingRow) -> bool:
+        """Whether stopping rules still apply to `row` (not once it finished in a batch that keeps it decoding)."""
+        return row.finished_at is None
+
+
+def processors_for_row(logits_processor: LogitsProcessorList, row: int, batch_size: int) -> LogitsProcessorList:
+    """The processors as row `row` alone sees them: a batch's row is walked on its own, with `(1, L)` ids.
+
+    Processors that hold one value per batch row get a copy holding the row's value: the repetition penalty's
+    per-row `prompt_ignore_length` (each row's padding, set by `generate`). The others are batch-agnostic.
+    """
+    if batch_size == 1:
+        return logits_processor
+    processors = LogitsProcessorList()
+    for processor in logits_processor:
+        ignore = getattr(processor, "prompt_ignore_length", None)
+        if isinstance(processor, RepetitionPenaltyLogitsProcessor) and isinstance(ignore, torch.Tensor):
+            processor = copy.copy(processor)
+            processor.prompt_ignore_length = ignore[row : row + 1]
+        processors.append(processor)
+    return processors
+
+
+def batch_sequences(rows: list[DecodingRow], prompt_length: int, generation_config: GenerationConfig,
+                    stopping: BatchStopping) -> torch.LongTensor:
+    """`(B, L + T)` ids in the caller's row order, cut or padded as plain batched decoding leaves them."""
+    rows = sorted(rows, key=lambda row: row.index)
+    if not stopping.pads_finished_rows:
+        total = max(row.finished_at for row in rows)
+        return torch.cat([row.ids[:, : prompt_length + total] for row in rows], dim=0)
+    total = max(row.ids.shape[1] for row in rows)
+    pad = generation_config._pad_token_tensor
+    pad_token = int(pad.flatten()[0]) if pad is not None else 0
+    padded = []
+    for row in rows:
+        missing = total - row.ids.shape[1]
+        padded.append(torch.cat([row.ids, row.ids.new_full((1, missing), pad_token)], dim=1) if missing else row.ids)
+    return torch.cat(padded, dim=0)
+
+
+__all__ = ["BatchStopping", "DecodingRow", "DepthCap", "batch_sequences", "processors_for_row"]
