@@ -234,3 +234,23 @@ def test_methods_are_interleaved_call_by_call(bench_files, tmp_path, monkeypatch
     # For each prompt, each repeat calls every method once, in turn: no method runs twice in a row.
     assert [name for name, _ in calls] == names * 4
     assert len({length for _, length in calls[:8]}) == 1 and calls[0][1] != calls[8][1]
+
+
+def test_compiled_rows_compile_plain_decoding_and_the_tree_path_alike(bench_files, tmp_path, monkeypatch):
+    # Inductor would take minutes here: dynamo's "eager" backend runs the same compile path quickly.
+    from jetspec_hf.bench import methods as bench_methods
+
+    original = bench_methods.compile_settings
+
+    def eager_backend():
+        settings = original()
+        settings["compile_config"].backend = "eager"
+        return settings
+
+    monkeypatch.setattr(bench_methods, "compile_settings", eager_backend)
+    argv = bench_argv(bench_files, tmp_path, "--methods", "compiled", "--profile-samples", "0", "--samples", "1",
+                      "--budgets", "4", "--warmup", "0")
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
+    assert [row["kind"] for row in rows] == ["plain", "plain-compiled", "jetspec-tree-compiled"]
+    assert all(row["matches_plain"] for row in rows[1:])

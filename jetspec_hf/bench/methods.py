@@ -12,15 +12,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from transformers import GenerationConfig, GenerationMixin
+from transformers import CompileConfig, GenerationConfig, GenerationMixin
 
 from ..generation.validation import resolve_tree_settings
 
 # Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
 # tree (the default), `fanout` the published reference's full fan-out, `hybrid` the node-level tree plus a
-# prompt-lookup branch.
-METHOD_GROUPS = ("assisted", "lookup", "hf-dflash", "chain", "tree", "fanout", "hybrid", "dflash-tree")
-TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-fanout", "jetspec-hybrid", "dflash-chain", "dflash-tree")
+# prompt-lookup branch, `compiled` plain decoding and node-level trees with a static cache and compiled forwards.
+METHOD_GROUPS = ("assisted", "lookup", "hf-dflash", "chain", "tree", "fanout", "hybrid", "dflash-tree", "compiled")
+# Not run unless asked for: compiling takes minutes on a CPU.
+DEFAULT_METHOD_GROUPS = tuple(group for group in METHOD_GROUPS if group != "compiled")
+TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-fanout", "jetspec-hybrid", "dflash-chain", "dflash-tree",
+              "jetspec-tree-compiled")
 
 
 @dataclass
@@ -85,7 +88,7 @@ class MethodSettings:
     tree_width: int | None
     tree_depth: int | None
     prompt_lookup_tokens: int
-    groups: tuple[str, ...] = METHOD_GROUPS
+    groups: tuple[str, ...] = DEFAULT_METHOD_GROUPS
 
 
 def greedy_config(max_new_tokens: int, **extra) -> GenerationConfig:
@@ -103,8 +106,8 @@ def _stock(target, config: GenerationConfig, **kwargs) -> Callable:
     return call
 
 
-def _tree(target, head, max_new_tokens: int, **tree_settings) -> Callable:
-    config = greedy_config(max_new_tokens, return_dict_in_generate=True)
+def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None, **tree_settings) -> Callable:
+    config = greedy_config(max_new_tokens, return_dict_in_generate=True, **(config_settings or {}))
 
     def call(input_ids, round_profiler=None):
         return target.generate(
@@ -213,7 +216,35 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
 
     for label, _, head_kind, head in heads:
         methods.extend(_tree_methods(target, head, label, head_kind, settings, groups))
+    if "compiled" in groups:
+        methods.extend(_compiled_methods(target, models.head, settings))
     return methods
+
+
+def compile_settings() -> dict:
+    """What makes `generate` compile its forwards on any device, CPU included: a static cache and a
+    `compile_config` that allows every device (transformers' own switch, otherwise GPU-only)."""
+    compile_config = CompileConfig()
+    compile_config._compile_all_devices = True
+    return dict(cache_implementation="static", compile_config=compile_config)
+
+
+def _compiled_methods(target, head, settings: MethodSettings) -> list[Method]:
+    """Plain decoding and node-level trees with the same compile settings: each compiled forward against the other."""
+    compiled = compile_settings()
+    plain = Method(name="plain (static cache, compiled)", kind="plain-compiled", stock=True,
+                   call=_stock(target, greedy_config(settings.max_new_tokens, **compiled)))
+    width = settings.tree_width or resolve_tree_settings(head).width
+    trees = [
+        Method(
+            name=f"JetSpec tree b={budget} (static cache, compiled)", kind="jetspec-tree-compiled", head="jetspec",
+            tree_budget=budget, tree_width=width, tree_expansion="node",
+            call=_tree(target, head, settings.max_new_tokens, config_settings=compiled, tree_budget=budget,
+                       tree_width=width, tree_depth=settings.tree_depth),
+        )
+        for budget in settings.budgets
+    ]
+    return [plain, *trees]
 
 
 __all__ = ["Generation", "METHOD_GROUPS", "Method", "MethodSettings", "build_methods", "greedy_config"]

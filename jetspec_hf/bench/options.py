@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from .loading import BUNDLED, BUNDLED_PROMPTS, DTYPES
-from .methods import METHOD_GROUPS
+from .methods import DEFAULT_METHOD_GROUPS, METHOD_GROUPS
 
 DESCRIPTION = """\
 Benchmark JetSpec tree decoding against plain greedy decoding and every peer a transformers user has, in one
@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="wrap each prompt as one user turn with the tokenizer's chat template (thinking off)")
 
     methods = parser.add_argument_group("methods")
-    methods.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(METHOD_GROUPS),
-                         help="which methods to run besides plain decoding, which always runs (default: all)")
+    methods.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(DEFAULT_METHOD_GROUPS),
+                         help="which methods to run besides plain decoding, which always runs (default: all but "
+                         "`compiled`, which compiles plain decoding's and the tree path's forwards with a static "
+                         "cache: minutes of compiling on a CPU)")
     methods.add_argument("--budgets", nargs="+", type=int, default=[8, 16, 32, 64],
                          help="tree budgets, nodes per round with the root (default: 8 16 32 64)")
     methods.add_argument("--tree-width", type=int, help="children per expanded node (default: the head config's)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, StaticCache
 
 
 def keep_accepted_paths(cache: Cache, prefix_length: int, paths: list[list[int]]) -> torch.Tensor | None:
@@ -16,7 +16,7 @@ def keep_accepted_paths(cache: Cache, prefix_length: int, paths: list[list[int]]
     row kept as many (no holes).
     """
     longest = max(len(path) for path in paths)
-    total_length = cache.get_seq_length()
+    total_length = cache_length(cache)
     kept_length = prefix_length + longest
     if any(path != list(range(len(path))) for path in paths):
         # A short path is padded with its own last node: the column is a hole, its content never attended.
@@ -36,6 +36,28 @@ def keep_accepted_paths(cache: Cache, prefix_length: int, paths: list[list[int]]
         return None
     lengths = torch.tensor([len(path) for path in paths])
     return torch.arange(longest)[None, :] < lengths[:, None]
+
+
+def cache_length(cache: Cache) -> int:
+    """Columns the cache holds, as an int (a static cache counts them in a tensor)."""
+    return int(cache.get_seq_length())
+
+
+def static_capacity(cache: Cache) -> int | None:
+    """The columns a static cache can hold at most, or `None` for a cache that grows."""
+    if isinstance(cache, StaticCache):
+        return cache.layers[0].max_cache_len
+    return None
+
+
+def prepare_static_cache(cache: Cache, target, batch_size: int) -> None:
+    """Allocate a static cache's tensors now, outside inference mode: tensors allocated inside it could not be
+    updated in place by a later plain `generate` continuing from the returned cache."""
+    if isinstance(cache, StaticCache) and not cache.layers[0].is_initialized:
+        shape = target._get_static_cache_init_shape()
+        if shape is not None:
+            num_heads, head_dim = shape
+            cache.early_initialization(batch_size, num_heads, head_dim, target.dtype, target.get_input_embeddings().weight.device)
 
 
 def keep_accepted_path(cache: Cache, prefix_length: int, path: list[int]) -> None:
@@ -82,6 +104,9 @@ def draft_context_of(cache: Cache):
 
 __all__ = [
     "attach_draft_context",
+    "cache_length",
+    "prepare_static_cache",
+    "static_capacity",
     "compact_cache",
     "draft_context_of",
     "keep_accepted_path",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from transformers import GenerationConfig
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, StaticCache
 
 # Assisted-generation knobs that steer a chain drafter (a draft LM or prompt lookup); they mean nothing to a tree.
 _ASSISTED_ONLY = (
@@ -72,7 +72,7 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
         )
     if options.value("use_cache") is False:
         raise ValueError("JetSpec tree decoding needs the KV cache; do not pass `use_cache=False`.")
-    _check_cache(options, call_kwargs.get("cache", call_kwargs.get("past_key_values")))
+    _check_cache(options, call_kwargs.get("cache", call_kwargs.get("past_key_values")), batch_size)
 
     refused = {
         "output_attentions": "attention weights of a tree forward are not those of plain decoding steps",
@@ -107,17 +107,23 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
             )
 
 
-def _check_cache(options: GenerateOptions, cache) -> None:
+def _check_cache(options: GenerateOptions, cache, batch_size: int) -> None:
     implementation = options.value("cache_implementation")
-    if implementation not in (None, "dynamic"):
+    if implementation not in (None, "dynamic", "static"):
         raise ValueError(
-            f"JetSpec tree decoding supports the default dynamic cache only, got "
-            f"cache_implementation={implementation!r}."
+            f"JetSpec tree decoding supports dynamic and static caches, got cache_implementation={implementation!r}."
         )
-    if cache is None:
-        return
-    if not isinstance(cache, DynamicCache):
-        raise ValueError(f"JetSpec tree decoding supports a DynamicCache only, got {type(cache).__name__}.")
+    static = implementation == "static" or isinstance(cache, StaticCache)
+    if static and batch_size > 1:
+        raise ValueError(
+            f"A static cache is supported for one sequence at a time, got a batch of {batch_size}: rows accept "
+            "different numbers of tokens and leave the batch, which a static cache's fixed rows cannot follow. Use "
+            "the default dynamic cache for batches."
+        )
+    if cache is not None and not isinstance(cache, (DynamicCache, StaticCache)):
+        raise ValueError(
+            f"JetSpec tree decoding supports DynamicCache and StaticCache, got {type(cache).__name__}."
+        )
 
 
 def _check_batch_options(options: GenerateOptions, call_kwargs: dict, batch_size: int, streamer) -> None:

@@ -25,7 +25,16 @@ from transformers.utils import logging
 from ..modeling_jetspec import JetSpecDraftModel
 from .acceptance import walk_trees
 from .budget import BudgetPolicy, FixedBudget
-from .cache import attach_draft_context, compact_cache, draft_context_of, keep_accepted_paths, select_cache_rows
+from .cache import (
+    attach_draft_context,
+    cache_length,
+    compact_cache,
+    draft_context_of,
+    keep_accepted_paths,
+    prepare_static_cache,
+    select_cache_rows,
+    static_capacity,
+)
 from .capture import TappedLayerCapture
 from .drafting import MAX_HOLE_FRACTION, HeadDrafter
 from .lookup import PromptLookup
@@ -81,6 +90,9 @@ def tree_decoding(
         draft_head, model.get_input_embeddings(), model.get_output_embeddings(), batch_size=batch_size
     )
     cached_length = _resume(cache, drafter, draft_head, input_ids) if batch_size == 1 else 0
+    prepare_static_cache(cache, model, batch_size)
+    capacity = static_capacity(cache)
+    verify_forward = _compiled_verify(model, model_kwargs, generation_config)
     capture = TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids)
     stopping = BatchStopping(stopping_criteria, batch_size)
     # Which cache columns each row really holds; `None` while no row has a hole.
@@ -124,7 +136,7 @@ def tree_decoding(
                 rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
 
             while rows:
-                prefix_length = cache.get_seq_length()
+                prefix_length = cache_length(cache)
                 # Never draft deeper than a row may still go: a round commits at most depth + 1 tokens.
                 depths = [min(row.depth_cap.depth, generation_config.max_length - row.ids.shape[1] - 1) for row in rows]
                 drafts = [drafting and depth > 0 and row.policy.wants_draft(row.position)
@@ -137,10 +149,15 @@ def tree_decoding(
                         depth_logits = drafter.draft(anchors, max(depths))
                 with stage(round_profiler, "tree", device):
                     trees, branches = _grow_trees(rows, depth_logits, depths, drafts, tree_settings)
+                    if capacity is not None:
+                        # A static cache has room for so many tree columns; nested trees cut to any size exactly.
+                        room = capacity - prefix_length
+                        trees = [tree.truncated(room) for tree in trees]
                 with stage(round_profiler, "verify", device):
                     node_logits, node_features = verify_trees(
                         model, trees, prefix_length, [row.position for row in rows], key_valid, cache, capture,
-                        device,
+                        device, forward=verify_forward,
+                        bucket_limit=capacity - prefix_length if verify_forward is not None else None,
                     )
                 with stage(round_profiler, "accept", device):
                     walks = walk_trees(trees, node_logits, [row.ids for row in rows],
@@ -187,6 +204,20 @@ def tree_decoding(
     if not generation_config.return_dict_in_generate:
         return sequences
     return _output(all_rows, sequences, returned_cache, keep_scores, keep_logits)
+
+
+def _compiled_verify(model, model_kwargs: dict, generation_config: GenerationConfig):
+    """The compiled forward that plain decoding would use for its steps here (a static cache, and a device or a
+    `compile_config` that allows it), for the verify forwards too; `None` when plain decoding would not compile.
+
+    Only sdpa and eager targets: their compiled verify takes the materialised mask, whose shape repeats round after
+    round with a static cache; a flash-attention target's tree attention takes per-round Python values instead.
+    """
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        return None
+    if not model._valid_auto_compile_criteria(model_kwargs, generation_config):
+        return None
+    return model.get_compiled_call(generation_config.compile_config)
 
 
 def _new_lookup(tree_settings: TreeSettings, ids: torch.Tensor, key_valid, row: int) -> PromptLookup | None:
@@ -305,7 +336,7 @@ def _resume(cache, drafter: HeadDrafter, head: JetSpecDraftModel, input_ids: tor
     continue. Any other non-empty cache (plain decoding's, or one extended since) continues for the target, and the
     head drafts from the new tokens only.
     """
-    cached_length = cache.get_seq_length()
+    cached_length = cache_length(cache)
     if cached_length == 0:
         return 0
     if cached_length >= input_ids.shape[1]:

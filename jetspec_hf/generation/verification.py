@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, StaticCache
 
 from .capture import TappedLayerCapture
 from .tree import DraftTree
@@ -32,6 +32,8 @@ def verify_trees(
     cache: Cache,
     capture: TappedLayerCapture,
     device: torch.device,
+    forward=None,
+    bucket_limit: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the target on every row's tree nodes on top of `cache` (which holds `prefix_length` columns).
 
@@ -45,8 +47,18 @@ def verify_trees(
 
     The attention of every backend but eager is routed to `tree_attention_forward` for this forward only (prefix
     and tree attended apart, no `N × (P + N)` mask); an eager target gets the materialised additive mask.
+    `forward` replaces `target.__call__` (a compiled forward of a static-cache target): then N is padded up to a
+    power of two and the mask is materialised over the whole static cache, so that shapes repeat and a few compiled
+    graphs serve every round. Where the static cache's free columns (`bucket_limit`) cannot take the padded tree
+    (the last rounds), the tree runs uncompiled at its own size rather than compiling one more shape.
     """
     size = max(len(tree) for tree in trees)
+    if forward is not None:
+        bucket = 1 << (size - 1).bit_length()
+        if bucket_limit is not None and bucket > bucket_limit:
+            forward = target.__call__
+        else:
+            size = bucket
     tokens, depths = [], []
     ancestors = np.zeros((len(trees), 1, size, size), dtype=bool)
     for row, tree in enumerate(trees):
@@ -58,11 +70,18 @@ def verify_trees(
     if len(trees) == 1:
         ancestors = ancestors[0, 0]  # one tree: the (N, N) form every row shares
     mask = TreeAttentionMask.from_ancestors(ancestors, prefix_length, device, prefix_key_mask)
-    if routes_tree_attention(target.config._attn_implementation):
+    key_length = _static_key_length(cache)
+    if forward is None and routes_tree_attention(target.config._attn_implementation):
         attention = {"attention_mask": _PREPARED_MASK_PLACEHOLDER, TREE_MASK_KWARG: mask}
     else:
-        attention = {"attention_mask": mask.to_additive_mask(target.dtype)}
-    outputs = target(
+        additive = mask.to_additive_mask(target.dtype)
+        if key_length is not None and key_length > additive.shape[-1]:
+            # A static cache attends over all its columns: the ones past the tree hold nothing yet.
+            hidden = additive.new_full((*additive.shape[:-1], key_length - additive.shape[-1]),
+                                       torch.finfo(target.dtype).min)
+            additive = torch.cat([additive, hidden], dim=-1)
+        attention = {"attention_mask": additive}
+    outputs = (forward or target)(
         input_ids=torch.tensor(tokens, device=device),
         position_ids=torch.tensor(depths, device=device),
         cache=cache,
@@ -71,6 +90,11 @@ def verify_trees(
         **attention,
     )
     return outputs.logits, capture.features()
+
+
+def _static_key_length(cache: Cache) -> int | None:
+    layer = cache.layers[0]
+    return getattr(layer, "max_cache_len", None) if isinstance(cache, StaticCache) else None
 
 
 def verify_tree(
@@ -103,7 +127,7 @@ def prefill(
     column `(B, V)` (only that column goes through the lm_head) and the tapped features of every column
     `(B, n, k*H)`.
     """
-    cached = cache.get_seq_length()
+    cached = int(cache.get_seq_length())
     if attention_mask is None:
         positions = torch.arange(cached, cached + input_ids.shape[1], device=input_ids.device)[None]
         positions = positions.expand(input_ids.shape[0], -1)

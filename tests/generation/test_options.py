@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 from transformers import GenerationConfig, TextIteratorStreamer
-from transformers.cache_utils import DynamicCache, StaticCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.streamers import BaseStreamer
 
 import jetspec_hf
@@ -47,7 +47,7 @@ def no_forward(pair, monkeypatch):
         (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
         (dict(stop_strings="ab"), "tokenizer"),
         (dict(use_cache=False), "KV cache"),
-        (dict(cache_implementation="static"), "cache_implementation='static'"),
+        (dict(cache_implementation="quantized"), "cache_implementation='quantized'"),
         (dict(output_attentions=True), "`output_attentions`"),
         (dict(output_hidden_states=True), "`output_hidden_states`"),
         (dict(dola_layers="high"), "`dola_layers`"),
@@ -73,14 +73,14 @@ def test_options_set_in_a_generation_config_are_checked_too(pair, no_forward):
                         max_new_tokens=4), assistant_model=head)
 
 
-def test_inputs_embeds_and_static_caches_are_refused(pair, no_forward):
+def test_inputs_embeds_and_other_caches_are_refused(pair, no_forward):
     target, head = pair
     embeds = torch.zeros(1, 5, target.config.hidden_size)
     with pytest.raises(ValueError, match="`inputs_embeds`"):
         target.generate(inputs_embeds=embeds, max_new_tokens=4, assistant_model=head)
-    with pytest.raises(ValueError, match="DynamicCache"):
+    with pytest.raises(ValueError, match="supports DynamicCache and StaticCache"):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head,
-                        cache=StaticCache(config=target.config, max_cache_len=32))
+                        cache=EncoderDecoderCache(DynamicCache(), DynamicCache()))
 
 
 def test_what_a_batch_cannot_do_is_refused_by_name(pair, no_forward):
@@ -101,7 +101,7 @@ def test_what_a_batch_cannot_do_is_refused_by_name(pair, no_forward):
         target.generate(batch, max_new_tokens=4, assistant_model=head, cache=cache)
 
 
-@pytest.mark.parametrize("kwargs", [dict(use_cache=False), dict(cache_implementation="static"), dict(num_beams=2)])
+@pytest.mark.parametrize("kwargs", [dict(use_cache=False), dict(cache_implementation="quantized"), dict(num_beams=2)])
 def test_refusals_come_before_the_prompt_is_streamed(pair, kwargs):
     target, head = pair
     streamer = RecordingStreamer()
