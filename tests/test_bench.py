@@ -221,10 +221,10 @@ def test_methods_are_interleaved_call_by_call(bench_files, tmp_path, monkeypatch
     original = Method.generate
     calls = []
 
-    def recording(self, input_ids, round_profiler=None):
+    def recording(self, batch, round_profiler=None):
         if round_profiler is None:
-            calls.append((self.name, input_ids.shape[1]))
-        return original(self, input_ids, round_profiler)
+            calls.append((self.name, batch.input_ids.shape[1]))
+        return original(self, batch, round_profiler)
 
     monkeypatch.setattr(Method, "generate", recording)
     argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "tree", "--profile-samples", "0", "--warmup",
@@ -254,3 +254,20 @@ def test_compiled_rows_compile_plain_decoding_and_the_tree_path_alike(bench_file
     rows = json.loads((tmp_path / "benchmark.json").read_text())["methods"]
     assert [row["kind"] for row in rows] == ["plain", "plain-compiled", "jetspec-tree-compiled"]
     assert all(row["matches_plain"] for row in rows[1:])
+
+
+def test_batches_compare_plain_and_tree_rows_and_report_the_ragged_cost(bench_files, tmp_path):
+    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "tree", "--batch-size", "2", "--samples", "3",
+                      "--warmup", "0")
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["prompts"]["batch_size"] == 2
+    rows = {row["kind"]: row for row in report["methods"]}
+    # Prompt lookup in transformers takes one sequence: it says so instead of stopping the run.
+    assert rows["hf-prompt-lookup"]["skipped_reason"]
+    trees = [row for row in report["methods"] if row["kind"] == "jetspec-tree"]
+    assert trees and all(row["matches_plain"] and row["speedup"] > 0 for row in trees)
+    assert rows["plain"]["new_tokens"] == 3 * 12
+    for entry in report["round_breakdown"]["methods"].values():
+        assert 0.0 <= entry["padding_share"] < 1.0 and 0.0 <= entry["hole_share"] < 1.0
+        assert entry["compact"] >= 0.0

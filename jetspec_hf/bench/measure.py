@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from ..generation.profiling import RoundProfiler
 from .methods import Method
+from .prompts import PromptBatch
 
 
 def synchronize(device: torch.device) -> None:
@@ -119,31 +120,29 @@ def _compare(prompt_index: int, expected: list[int], got: list[int]) -> Mismatch
     )
 
 
-def _record(result: MethodResult, index: int, input_ids, generation, reference) -> None:
-    new_tokens = generation.sequences[0, input_ids.shape[1]:].tolist()
-    result.outputs.append(new_tokens)
-    result.new_tokens += len(new_tokens)
+def _record(result: MethodResult, batch: PromptBatch, generation) -> None:
+    """Each row's new tokens (padding a batch's finished rows included, as plain batched decoding pads them)."""
+    for row in generation.sequences[:, batch.input_ids.shape[1] :].tolist():
+        result.outputs.append(row)
+        result.new_tokens += len(row)
     if generation.accepted_lengths:
         result.rounds += len(generation.accepted_lengths)
         result.committed += sum(generation.accepted_lengths)
         result.tree_nodes += sum(generation.tree_sizes or [])
-    if reference is not None:
-        mismatch = _compare(index, reference[index], new_tokens)
-        if mismatch is not None:
-            result.mismatches.append(mismatch)
 
 
 def run_interleaved(
     methods: list[Method],
-    prompts: list[torch.Tensor],
+    prompts: list[PromptBatch],
     target: torch.nn.Module,
     warmup: int = 1,
     repeats: int = 1,
     overall=None,
 ) -> list[MethodResult]:
-    """Time every method on every prompt, interleaved call by call, and check each output against plain decoding.
+    """Time every method on every prompt batch, interleaved call by call, and check each output against plain
+    decoding.
 
-    For each prompt, each round of `repeats` calls every method once in turn, so that whatever else the machine
+    For each batch, each round of `repeats` calls every method once in turn, so that whatever else the machine
     does at that moment falls on all methods alike; each method keeps its fastest call per prompt. Only the
     `generate` call itself is timed (bracketed by device syncs). `methods[0]` must be plain decoding: its outputs
     are the reference. A stock transformers method that raises is recorded as skipped with the exception as its
@@ -154,9 +153,9 @@ def run_interleaved(
     active = [method for method in methods if method.skipped_reason is None]
     device = _device_of(prompts)
 
-    def call(method, input_ids):
+    def call(method, batch):
         try:
-            return method.generate(input_ids)
+            return method.generate(batch)
         except Exception as error:  # noqa: BLE001 - a stock path that cannot run this model is reported
             if not method.stock or method.kind == "plain":
                 raise
@@ -169,14 +168,14 @@ def run_interleaved(
             call(method, prompts[0])
             _advance(overall)
     with ForwardCounter(target) as counter:
-        for index, input_ids in enumerate(prompts):
+        for batch in prompts:
             fastest = {method.name: float("inf") for method in active}
             for repeat in range(repeats):
                 for method in list(active):
                     forwards_before = counter.count
                     synchronize(device)
                     start = time.perf_counter()
-                    generation = call(method, input_ids)
+                    generation = call(method, batch)
                     synchronize(device)
                     elapsed = time.perf_counter() - start
                     _advance(overall)
@@ -188,7 +187,7 @@ def run_interleaved(
                         # Outputs and forward counts are deterministic: the first call's are recorded.
                         result = results[method.name]
                         result.target_forwards += counter.count - forwards_before
-                        _record(result, index, input_ids, generation, None)
+                        _record(result, batch, generation)
             for method in active:
                 results[method.name].seconds += fastest[method.name]
 
@@ -202,18 +201,18 @@ def run_interleaved(
     return [results[method.name] for method in methods]
 
 
-def _device_of(prompts: list[torch.Tensor]) -> torch.device:
-    return prompts[0].device if prompts else torch.device("cpu")
+def _device_of(prompts: list[PromptBatch]) -> torch.device:
+    return prompts[0].input_ids.device if prompts else torch.device("cpu")
 
 
-def profile_method(method: Method, prompts: list[torch.Tensor], progress: bool = True, overall=None) -> RoundProfiler:
+def profile_method(method: Method, prompts: list[PromptBatch], progress: bool = True, overall=None) -> RoundProfiler:
     """A separate pass of a tree method with a `RoundProfiler`: per-stage wall time, summed over `prompts`.
 
     Kept apart from the timed pass because the profiler synchronises the device around every stage.
     """
     profiler = RoundProfiler()
-    for input_ids in tqdm(prompts, desc=f"profile {method.name}", leave=False, disable=not progress, position=1):
-        method.generate(input_ids, round_profiler=profiler)
+    for batch in tqdm(prompts, desc=f"profile {method.name}", leave=False, disable=not progress, position=1):
+        method.generate(batch, round_profiler=profiler)
         _advance(overall)
     return profiler
 

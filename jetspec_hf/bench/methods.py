@@ -15,6 +15,7 @@ import torch
 from transformers import CompileConfig, GenerationConfig, GenerationMixin
 
 from ..generation.validation import resolve_tree_settings
+from .prompts import PromptBatch
 
 # Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
 # tree (the default), `fanout` the published reference's full fan-out, `hybrid` the node-level tree plus a
@@ -48,7 +49,7 @@ class Method:
         lookup_tokens: length of the prompt-lookup branch (hybrid trees; the chain length for HF prompt lookup).
         stock: whether it is a stock transformers path; those may fail on a given model, and a failure is then
             recorded as a skip with its reason instead of stopping the benchmark.
-        call: `call(input_ids, round_profiler)` → the raw output of `generate`.
+        call: `call(input_ids, attention_mask, round_profiler)` → the raw output of `generate`.
         skipped_reason: set when the method cannot run at all (e.g. no draft LM was given).
     """
 
@@ -68,15 +69,22 @@ class Method:
         """Runs through the JetSpec tree loop (and so can be profiled per round)."""
         return self.kind in TREE_KINDS
 
-    def generate(self, input_ids: torch.Tensor, round_profiler=None) -> Generation:
-        """Greedy-decode one `(1, L)` prompt."""
-        output = self.call(input_ids, round_profiler)
+    def generate(self, batch: PromptBatch, round_profiler=None) -> Generation:
+        """Greedy-decode one batch of prompts (`(1, L)` for one prompt)."""
+        output = self.call(batch.input_ids, batch.attention_mask, round_profiler)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         return Generation(
             sequences=sequences,
-            accepted_lengths=list(getattr(output, "accepted_lengths", None) or []) or None,
-            tree_sizes=list(getattr(output, "tree_sizes", None) or []) or None,
+            accepted_lengths=_flat(getattr(output, "accepted_lengths", None)) or None,
+            tree_sizes=_flat(getattr(output, "tree_sizes", None)) or None,
         )
+
+
+def _flat(per_round) -> list[int]:
+    """Per-round statistics of a call, rows of a batch one after the other."""
+    if not per_round:
+        return []
+    return [value for row in per_round for value in row] if isinstance(per_round[0], list) else list(per_round)
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,14 @@ def greedy_config(max_new_tokens: int, **extra) -> GenerationConfig:
     return GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, **extra)
 
 
+def _mask(input_ids, attention_mask):
+    return attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+
+
 def _stock(target, config: GenerationConfig, **kwargs) -> Callable:
-    def call(input_ids, round_profiler=None):
+    def call(input_ids, attention_mask=None, round_profiler=None):
         return GenerationMixin.generate(
-            target, input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config, **kwargs
+            target, input_ids, attention_mask=_mask(input_ids, attention_mask), generation_config=config, **kwargs
         )
 
     return call
@@ -109,10 +121,10 @@ def _stock(target, config: GenerationConfig, **kwargs) -> Callable:
 def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None, **tree_settings) -> Callable:
     config = greedy_config(max_new_tokens, return_dict_in_generate=True, **(config_settings or {}))
 
-    def call(input_ids, round_profiler=None):
+    def call(input_ids, attention_mask=None, round_profiler=None):
         return target.generate(
             input_ids,
-            attention_mask=torch.ones_like(input_ids),
+            attention_mask=_mask(input_ids, attention_mask),
             generation_config=config,
             assistant_model=head,
             round_profiler=round_profiler,

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "question, problem, instruction, turns)")
     prompts.add_argument("--samples", type=int, default=20, help="number of prompts (default: 20)")
     prompts.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt (default: 128)")
+    prompts.add_argument("--batch-size", type=int, default=1,
+                         help="prompts per generate call, left-padded (default: 1); stock peers that take no "
+                         "batch (assisted generation, prompt lookup) are reported as skipped")
     prompts.add_argument("--chat-template", action="store_true",
                          help="wrap each prompt as one user turn with the tokenizer's chat template (thinking off)")
 
@@ -101,7 +104,7 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
             args.draft_lm = str(BUNDLED["draft_lm"])
     elif args.head is None:
         parser.error("--head is required with --target")
-    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats"):
+    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(budget < 1 for budget in args.budgets):

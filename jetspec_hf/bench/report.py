@@ -63,9 +63,16 @@ def round_breakdown(method: Method, profiler: RoundProfiler, generations: int) -
         **{name: _rounded(value, 3) for name, value in per_round.items()},
         "accept_plus_cache": _rounded(per_round["accept"] + per_round["cache"], 3),
         "round": _rounded(round_ms, 3),
+        # Batches: the share of verified slots that padded smaller trees, and of kept cache columns that are holes.
+        "padding_share": _share(profiler.counts, "padding_slots", "verify_slots"),
+        "hole_share": _share(profiler.counts, "hole_slots", "kept_slots"),
         "round_over_verify": _rounded(round_ms / per_round["verify"], 3) if per_round["verify"] > 0 else None,
     }
     return entry
+
+
+def _share(counts: dict, part: str, whole: str) -> float | None:
+    return _rounded(counts[part] / counts[whole], 3) if counts.get(whole) else None
 
 
 def _format(value, digits: int = 2) -> str:
@@ -106,14 +113,16 @@ def methods_table(rows: list[dict]) -> str:
 def breakdown_table(breakdown: dict) -> str:
     """The Markdown table of milliseconds per round, per profiled tree method."""
     lines = [
-        "| method | rounds | draft | tree | verify | accept+cache | other | round | round / verify |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | rounds | draft | tree | verify | accept+cache | compact | other | round | round / verify "
+        "| padding nodes | cache holes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, entry in breakdown.get("methods", {}).items():
         lines.append(
             f"| {name} | {entry['rounds']} | {_format(entry['draft'])} | {_format(entry['tree'])} | "
-            f"{_format(entry['verify'])} | {_format(entry['accept_plus_cache'])} | {_format(entry['other'])} | "
-            f"{_format(entry['round'])} | {_format(entry['round_over_verify'])} |"
+            f"{_format(entry['verify'])} | {_format(entry['accept_plus_cache'])} | {_format(entry['compact'])} | "
+            f"{_format(entry['other'])} | {_format(entry['round'])} | {_format(entry['round_over_verify'])} | "
+            f"{_format(entry['padding_share'])} | {_format(entry['hole_share'])} |"
         )
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from .measure import MethodResult, profile_method, run_interleaved
 from .methods import MethodSettings, build_methods
 from .options import parse_args
 from .plot import plot_report
-from .prompts import encode_prompts, load_prompts
+from .prompts import batch_prompts, encode_prompts, load_prompts
 from .report import breakdown_table, method_row, methods_table, round_breakdown, write_json
 
 REPORT_NAME = "benchmark"
@@ -42,6 +42,17 @@ def _display_path(path: str | None) -> str | None:
     if resolved.is_relative_to(REPO_ROOT):
         return str(resolved.relative_to(REPO_ROOT))
     return path
+
+
+def _pad_token_id(models) -> int:
+    """What batches are left-padded with: the target's pad token (its EOS when it has none, as `generate` does)."""
+    config = models.target.generation_config
+    for value in (config.pad_token_id, config.eos_token_id, models.tokenizer.pad_token_id):
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def _summary_line(result: MethodResult) -> str:
@@ -75,7 +86,8 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     )
     enable(models.target)
     texts = load_prompts(args.dataset, args.split, args.field, args.samples)
-    prompts = encode_prompts(models.tokenizer, texts, args.chat_template, device)
+    encoded = encode_prompts(models.tokenizer, texts, args.chat_template, device)
+    prompts = batch_prompts(encoded, args.batch_size, _pad_token_id(models))
     settings = MethodSettings(
         max_new_tokens=args.max_new_tokens,
         budgets=tuple(args.budgets),
@@ -85,7 +97,8 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         groups=tuple(args.methods),
     )
     methods = build_methods(models, settings)
-    _log(f"{len(prompts)} prompts × {args.max_new_tokens} new tokens, {len(methods)} methods")
+    _log(f"{len(encoded)} prompts (batches of {args.batch_size}) × {args.max_new_tokens} new tokens, "
+         f"{len(methods)} methods")
 
     # One bar over every generate call of the run, so that the whole benchmark has an ETA.
     profile_count = len(prompts) if args.profile_samples is None else min(args.profile_samples, len(prompts))
@@ -120,10 +133,11 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         "draft_lm": _display_path(args.draft_lm),
         "prompts": {
             "source": _display_path(args.dataset),
-            "samples": len(prompts),
+            "samples": len(encoded),
+            "batch_size": args.batch_size,
             "max_new_tokens": args.max_new_tokens,
             "chat_template": args.chat_template,
-            "mean_prompt_tokens": round(sum(ids.shape[1] for ids in prompts) / len(prompts), 1),
+            "mean_prompt_tokens": round(sum(ids.shape[1] for ids in encoded) / len(encoded), 1),
         },
         "settings": {"budgets": list(args.budgets), "tree_width": args.tree_width, "tree_depth": args.tree_depth,
                      "warmup": args.warmup, "repeats": args.repeats, "prompt_lookup_tokens": args.prompt_lookup_tokens},

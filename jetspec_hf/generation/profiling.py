@@ -8,8 +8,9 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-# Stages of one round, in loop order; the prompt's prefill is accounted apart, once per generation.
-ROUND_STAGES = ("draft", "tree", "verify", "accept", "cache")
+# Stages of one round, in loop order; the prompt's prefill is accounted apart, once per generation. `compact` is a
+# batch's occasional squeezing of its cache holes.
+ROUND_STAGES = ("draft", "tree", "verify", "accept", "cache", "compact")
 
 
 class RoundProfiler:
@@ -23,8 +24,13 @@ class RoundProfiler:
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
         self.rounds = 0
         self.total_seconds = 0.0
+
+    def count(self, name: str, value: int) -> None:
+        """Adds `value` to counter `name` (what a batch's ragged acceptance wastes: see `tree_decoding`)."""
+        self.counts[name] += value
 
     @staticmethod
     def _synchronize(device: torch.device) -> None:

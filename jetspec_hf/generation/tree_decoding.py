@@ -177,7 +177,7 @@ def tree_decoding(
                         # cache then holds every committed token but the last, as plain decoding leaves it.
                         kept_paths.append(walk.path[:committed])
                 if round_profiler is not None:
-                    round_profiler.rounds += 1
+                    _count_round(round_profiler, trees, kept_paths)
                 with stage(round_profiler, "cache", device):
                     holes = keep_accepted_paths(cache, prefix_length, kept_paths)
                     key_valid = _extend_key_valid(key_valid, holes, prefix_length, max(map(len, kept_paths)), device)
@@ -187,9 +187,10 @@ def tree_decoding(
                     for row, path in zip(rows, kept_paths):
                         row.position += len(path)
                     rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
-                    # A batch's holes are squeezed out once they pile up. A single row's only holes are its padding,
-                    # which its returned cache keeps where plain decoding keeps it.
-                    if batch_size > 1 and key_valid is not None and _hole_fraction(key_valid) > MAX_HOLE_FRACTION:
+                # A batch's holes are squeezed out once they pile up. A single row's only holes are its padding,
+                # which its returned cache keeps where plain decoding keeps it.
+                if batch_size > 1 and key_valid is not None and _hole_fraction(key_valid) > MAX_HOLE_FRACTION:
+                    with stage(round_profiler, "compact", device):
                         key_valid = compact_cache(cache, key_valid)
     finally:
         if streamer is not None:
@@ -277,6 +278,16 @@ def _kept_node_features(node_features: torch.Tensor, kept_paths: list[list[int]]
     padded = [path + path[-1:] * (longest - len(path)) for path in kept_paths]
     index = torch.tensor(padded, device=node_features.device)[:, :, None].expand(-1, -1, node_features.shape[2])
     return node_features.gather(1, index), counts
+
+
+def _count_round(profiler: RoundProfiler, trees: list[DraftTree], kept_paths: list[list[int]]) -> None:
+    """One more round, and what rows of different sizes wasted in it: padding nodes in the verify, holes in the cache."""
+    profiler.rounds += 1
+    widest, longest = max(map(len, trees)), max(map(len, kept_paths))
+    profiler.count("verify_slots", widest * len(trees))
+    profiler.count("padding_slots", sum(widest - len(tree) for tree in trees))
+    profiler.count("kept_slots", longest * len(kept_paths))
+    profiler.count("hole_slots", sum(longest - len(path) for path in kept_paths))
 
 
 def _hole_fraction(key_valid: torch.Tensor) -> float:
