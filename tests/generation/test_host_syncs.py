@@ -11,6 +11,8 @@ from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengt
 
 import jetspec_hf
 from jetspec_hf.bench.host_syncs import HOST_READ_METHODS, HostReadCounter, RoundSyncCounter
+from jetspec_hf.bench.oracle import acceptance_for_tau
+from jetspec_hf.bench.synthetic_measure import oracle_generation, plain_generation
 from jetspec_hf.generation.stopping import tokens_before_stop
 from tiny_models import EOS_TOKEN_ID, random_prompt, tiny_head, tiny_target
 
@@ -42,6 +44,19 @@ def test_greedy_rounds_read_the_device_at_most_twice(pair, budget):
     # The two reads: the head's top candidates per depth (to grow the tree), the target's choice per node (the walk).
     assert max(per_round) <= MAX_SYNCS_PER_ROUND, per_round
     assert min(per_round) >= 1
+
+
+def test_rounds_that_accept_long_paths_read_no_more(pair):
+    """Forced long acceptances (oracle drafter): the cache moves and the head's context grows by several rows per
+    round, still without a read."""
+    target, head = pair
+    prompt = random_prompt(1, 12)
+    reference = plain_generation(target, prompt, 48).sequences
+    per_round = _reads_per_round(lambda rounds: oracle_generation(
+        target, head, prompt, reference, 64, [acceptance_for_tau(6, 15)], 48, round_profiler=rounds
+    ))
+    assert len(per_round) < 20  # the rounds did accept long paths
+    assert max(per_round) <= MAX_SYNCS_PER_ROUND, per_round
 
 
 def test_the_counter_sees_every_read_method_and_puts_them_back():
