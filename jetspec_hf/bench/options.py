@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "near-tie argmax flips are expected)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--synthetic", action="store_true",
+                     help="instead: a hardware check on random weights at Qwen3-8B shapes with τ forced by an oracle "
+                     "drafter, no download (its own options: jetspec-hf bench --synthetic --help)")
     return parser
 
 

@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     Exit status 1 when any method's output differs from plain greedy decoding (unless `--allow-mismatch`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--synthetic" in argv:
+        # A mode with its own options (random weights, no models to load): see synthetic.py.
+        from .synthetic import main as synthetic_main
+
+        return synthetic_main(argv)
     args = parse_args(argv)
     require_bench_extras(args.dataset)
     report, results = run_benchmark(args)

@@ -20,7 +20,7 @@ def host_stop_check(stopping_criteria: StoppingCriteriaList) -> Callable[[int, i
         if type(criterion) is MaxLengthCriteria:
             max_length = criterion.max_length if max_length is None else min(max_length, criterion.max_length)
         elif type(criterion) is EosTokenCriteria:
-            eos_token_ids.update(criterion.eos_token_id.view(-1).tolist())
+            eos_token_ids.update(_host_eos_ids(criterion))
         else:
             return None
 
@@ -28,6 +28,22 @@ def host_stop_check(stopping_criteria: StoppingCriteriaList) -> Callable[[int, i
         return token in eos_token_ids or (max_length is not None and length >= max_length)
 
     return should_stop
+
+
+# Where an EOS criterion keeps its ids on the host: (the device tensor they were read from, the ids).
+_HOST_EOS_IDS_ATTRIBUTE = "_jetspec_host_eos_ids"
+
+
+def _host_eos_ids(criterion: EosTokenCriteria) -> frozenset[int]:
+    """The criterion's EOS ids, read off the device once per criterion instead of once per round (a device sync
+    each time). `generate` builds its criteria per call, so a call reads them once; an `eos_token_id` replaced
+    since is read again."""
+    eos_token_id = criterion.eos_token_id
+    cached = getattr(criterion, _HOST_EOS_IDS_ATTRIBUTE, None)
+    if cached is None or cached[0] is not eos_token_id:
+        cached = (eos_token_id, frozenset(eos_token_id.view(-1).tolist()))
+        setattr(criterion, _HOST_EOS_IDS_ATTRIBUTE, cached)
+    return cached[1]
 
 
 def tokens_before_stop(
