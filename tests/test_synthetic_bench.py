@@ -126,15 +126,16 @@ def test_event_profiler_accounts_every_stage_without_syncing_on_cpu(synthetic_pa
     run = oracle_generation(target, head, prompt, reference.sequences, 16, [0.8], 24, round_profiler=profiler)
     summary = profiler.summary()
     assert profiler.rounds == len(run.accepted_lengths)
-    assert all(summary[name] > 0 for name in ("prefill", *ROUND_STAGES))
+    # Every stage but `compact`, which squeezes a batch's cache holes (one sequence here has none).
+    assert all(summary[name] > 0 for name in ("prefill", *ROUND_STAGES) if name != "compact")
     assert summary["total"] >= sum(summary[name] for name in ("prefill", *ROUND_STAGES))
 
 
 def test_compiled_mlps_keep_outputs_and_are_put_back(synthetic_pair):
     target, head, prompt = synthetic_pair
     reference = plain_generation(target, prompt, 12)
-    with compiled(target, "mlp", backend="eager") as description:
-        assert "MLP" in description and "not compiled" in description
+    with compiled(target, "mlp", backend="eager") as setup:
+        assert "MLP" in setup.description and "not compiled" in setup.description and not setup.generation_settings
         assert all("forward" in layer.mlp.__dict__ for layer in target.model.layers)
         assert torch.equal(plain_generation(target, prompt, 12).sequences, reference.sequences)
         run = oracle_generation(target, head, prompt, reference.sequences, 16, [0.8], 12)
@@ -143,6 +144,17 @@ def test_compiled_mlps_keep_outputs_and_are_put_back(synthetic_pair):
     with pytest.raises(ValueError, match="compile mode"):
         with compiled(target, "everything"):
             pass
+
+
+def test_static_compile_mode_runs_plain_and_tree_through_generate_s_own_compile(synthetic_pair):
+    target, head, prompt = synthetic_pair
+    reference = plain_generation(target, prompt, 10)
+    with compiled(target, "static", backend="eager") as setup:
+        assert setup.generation_settings["cache_implementation"] == "static"
+        plain = plain_generation(target, prompt, 10, **setup.generation_settings)
+        run = oracle_generation(target, head, prompt, reference.sequences, 8, [0.8], 10,
+                                generation_settings=setup.generation_settings)
+    assert torch.equal(plain.sequences, reference.sequences) and torch.equal(run.sequences, reference.sequences)
 
 
 def test_synthetic_bench_end_to_end_writes_every_field(tmp_path, capsys):

@@ -18,6 +18,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from ..generation.profiling import RoundProfiler
+
 # The torch.Tensor methods through which Python reads a tensor's value onto the host.
 HOST_READ_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
@@ -93,8 +95,9 @@ class CudaSyncCounter:
         self._catcher.__exit__(*exc_info)
 
 
-class RoundSyncCounter:
-    """A `round_profiler` for `tree_decoding` that records how many reads `counter` saw in each round.
+class RoundSyncCounter(RoundProfiler):
+    """A `round_profiler` for `tree_decoding` that records how many reads `counter` saw in each round (instead of
+    stage times; the loop's slot counters are kept as in any `RoundProfiler`).
 
     A round runs from the start of its `draft` stage to the start of the next round's `draft` stage, and the last
     one to the end of the loop: the prefill and the work after the loop are left out.
@@ -105,8 +108,8 @@ class RoundSyncCounter:
     """
 
     def __init__(self, counter):
+        super().__init__()
         self.counter = counter
-        self.rounds = 0
         self.per_round: list[int] = []
         self._round_start: int | None = None
 

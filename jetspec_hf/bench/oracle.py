@@ -119,15 +119,14 @@ class OracleDrafter:
         return self.drafter.state
 
     @property
-    def pending(self) -> list[torch.Tensor]:
+    def pending(self) -> list:
         return self.drafter.pending
 
-    @property
-    def context_length(self) -> int:
-        return self.drafter.context_length
+    def add_context(self, features: torch.Tensor, valid=None, counts=None) -> None:
+        self.drafter.add_context(features, valid, counts)
 
-    def add_context(self, features: torch.Tensor) -> None:
-        self.drafter.add_context(features)
+    def select_rows(self, rows: list[int]) -> None:
+        self.drafter.select_rows(rows)
 
     def context(self, tokens: list[int]) -> DraftContext:
         return self.drafter.context(tokens)
@@ -135,12 +134,15 @@ class OracleDrafter:
     def resume(self, context: DraftContext) -> None:
         self.drafter.resume(context)
 
-    def draft(self, anchor: torch.Tensor, depth: int) -> torch.Tensor:
-        """The real head's `(depth, V)` logits (in float32), rewritten so that the round accepts the drawn number of
-        depths."""
+    def draft(self, anchors: torch.Tensor, depth: int) -> torch.Tensor:
+        """The real head's `(1, depth, V)` logits (in float32) for a batch of one, rewritten so that the round
+        accepts the drawn number of depths."""
+        if anchors.shape[0] != 1:
+            raise ValueError(f"The oracle drafter forces one sequence's acceptance; got a batch of {anchors.shape[0]}.")
         # The head's context covers every committed position before the anchor: the anchor's index is its length.
-        anchor_position = self.drafter.context_length
-        logits = self.drafter.draft(anchor, depth).float()
+        anchor_position = self.drafter.context_lengths[0]
+        batch_logits = self.drafter.draft(anchors, depth).float()
+        logits = batch_logits[0]
         truth = self.continuation[anchor_position + 1 : anchor_position + 1 + depth]
         known = truth.shape[0]  # a host integer: slicing reads no device value
         planted = min(self.schedule.draw(depth), known)
@@ -151,7 +153,7 @@ class OracleDrafter:
         if planted < min(depth, known):
             row = logits[planted]
             row.scatter_(0, truth[planted : planted + 1], row.amin(dim=-1, keepdim=True) - PLANT_MARGIN)
-        return logits
+        return batch_logits
 
 
 __all__ = ["AcceptanceSchedule", "OracleDrafter", "PLANT_MARGIN", "acceptance_for_tau", "expected_tau"]

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from ..generation.profiling import RoundProfiler
+from ..generation.profiling import ROUND_STAGES, RoundProfiler
 from ..generation.validation import check_target_supported, resolve_tree_settings
 from .compilation import compiled
 from .host_syncs import CudaSyncCounter, HostReadCounter, RoundSyncCounter
@@ -117,6 +117,7 @@ class _Run:
         self.shapes = SHAPES[args.shapes]
         _log(f"building the {args.shapes} target and head on {self.device} ({args.dtype})")
         self.target = build_target(self.shapes, self.device, self.dtype, seed=args.seed)
+        self.generation_settings: dict = {}  # what the current compile mode asks every generation to use
         self.head = build_head(self.shapes, self.target, seed=args.seed + 1)
         enable(self.target)
         self.prompt = synthetic_prompt(self.shapes, args.prompt_tokens, self.device, seed=args.seed)
@@ -167,8 +168,9 @@ class _Run:
         try:
             self.target.set_attn_implementation(attention)
             check_target_supported(self.target)  # wraps the newly chosen backend for tree verification
-            with compiled(self.target, compile_mode, self.args.compile_backend) as description:
-                variant["compiled"] = description
+            with compiled(self.target, compile_mode, self.args.compile_backend) as setup:
+                variant["compiled"] = setup.description
+                self.generation_settings = setup.generation_settings
                 self._measure(variant)
         except Exception as error:  # noqa: BLE001 - one run on a lent machine: the other variants still run
             # Recorded as a failure (the command exits non-zero), with the traceback in the log.
@@ -180,8 +182,8 @@ class _Run:
 
     def _measure(self, variant: dict) -> None:
         args, target, prompt = self.args, self.target, self.prompt
-        plain_generation(target, prompt, min(WARMUP_TOKENS, args.max_new_tokens))
-        plain = plain_generation(target, prompt, args.max_new_tokens)
+        plain_generation(target, prompt, min(WARMUP_TOKENS, args.max_new_tokens), **self.generation_settings)
+        plain = plain_generation(target, prompt, args.max_new_tokens, **self.generation_settings)
         new_tokens = plain.new_tokens(prompt.shape[1])
         if self.reference is None:
             self.reference = new_tokens
@@ -233,10 +235,12 @@ class _Run:
             return row
         args, acceptance = self.args, [self._acceptance(budget, tau)]
         oracle_generation(self.target, self.head, self.prompt, continuation, budget, acceptance,
-                          min(WARMUP_TOKENS, args.max_new_tokens), seed=args.seed)
+                          min(WARMUP_TOKENS, args.max_new_tokens), seed=args.seed,
+                          generation_settings=self.generation_settings)
         profiler = EventRoundProfiler()
         run = oracle_generation(self.target, self.head, self.prompt, continuation, budget, acceptance,
-                                args.max_new_tokens, round_profiler=profiler, seed=args.seed)
+                                args.max_new_tokens, round_profiler=profiler, seed=args.seed,
+                          generation_settings=self.generation_settings)
         new_tokens = run.new_tokens(self.prompt.shape[1])
         rounds = len(run.accepted_lengths)
         tau_measured = sum(run.accepted_lengths) / rounds
@@ -263,7 +267,7 @@ class _Run:
             verify_ms=stages["verify"],
             loop_overhead_ms=overhead,
             loop_overhead_over_verify=overhead / stages["verify"] if stages["verify"] > 0 else None,
-            stages_ms={name: stages[name] for name in ("draft", "tree", "verify", "accept", "cache", "other")},
+            stages_ms={name: stages[name] for name in (*ROUND_STAGES, "other")},
             matches_plain=new_tokens == self.reference,
         )
         return row
@@ -273,7 +277,8 @@ class _Run:
         with HostReadCounter() as reads:
             per_round = RoundSyncCounter(reads)
             oracle_generation(self.target, self.head, self.prompt, continuation, budget, acceptance,
-                              self.args.max_new_tokens, round_profiler=per_round, seed=self.args.seed)
+                              self.args.max_new_tokens, round_profiler=per_round, seed=self.args.seed,
+                              generation_settings=self.generation_settings)
         result = {"budget": budget, "tau_target": tau, "rounds": len(per_round.per_round),
                   "per_round_max": max(per_round.per_round), "per_round_mean": sum(per_round.per_round) /
                   len(per_round.per_round), "reads_in_call": reads.count, "sites": reads.top_sites()}
@@ -281,7 +286,8 @@ class _Run:
             with CudaSyncCounter() as syncs:
                 per_round = RoundSyncCounter(syncs)
                 oracle_generation(self.target, self.head, self.prompt, continuation, budget, acceptance,
-                                  self.args.max_new_tokens, round_profiler=per_round, seed=self.args.seed)
+                                  self.args.max_new_tokens, round_profiler=per_round, seed=self.args.seed,
+                              generation_settings=self.generation_settings)
             result.update(cuda_per_round_max=max(per_round.per_round),
                           cuda_per_round_mean=sum(per_round.per_round) / len(per_round.per_round))
         return result
@@ -289,7 +295,8 @@ class _Run:
     def _synced_profile(self, budget: int, tau: float, continuation) -> dict:
         profiler = RoundProfiler()
         oracle_generation(self.target, self.head, self.prompt, continuation, budget, [self._acceptance(budget, tau)],
-                          self.args.max_new_tokens, round_profiler=profiler, seed=self.args.seed)
+                          self.args.max_new_tokens, round_profiler=profiler, seed=self.args.seed,
+                              generation_settings=self.generation_settings)
         method = Method(name="oracle", kind="jetspec-tree", head="oracle", tree_budget=budget, tree_width=self.width)
         return {"tau_target": tau, **round_breakdown(method, profiler, 1)}
 

@@ -87,7 +87,7 @@ def time_forwards(
 
         def fresh_prefill():
             cache = DynamicCache(config=target.config)
-            return cache, prefill(target, prompt, 0, cache, capture)
+            return cache, prefill(target, prompt, cache, capture)
 
         prefill_ms = median_ms(fresh_prefill, device, warmup, repeats)
         cache, (logits, features) = fresh_prefill()
@@ -142,11 +142,12 @@ def _greedy(max_new_tokens: int, **extra) -> GenerationConfig:
     return GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, **extra)
 
 
-def plain_generation(target, prompt: torch.Tensor, max_new_tokens: int) -> Generation:
+def plain_generation(target, prompt: torch.Tensor, max_new_tokens: int, **generation_settings) -> Generation:
     """Plain greedy `generate` (the class's own, not the tree-routing one `enable` installs)."""
+    config = _greedy(max_new_tokens, **generation_settings)
     sequences, seconds = _timed(
         lambda: GenerationMixin.generate(
-            target, prompt, attention_mask=torch.ones_like(prompt), generation_config=_greedy(max_new_tokens)
+            target, prompt, attention_mask=torch.ones_like(prompt), generation_config=config
         ),
         prompt.device,
     )
@@ -163,6 +164,7 @@ def oracle_generation(
     max_new_tokens: int,
     round_profiler=None,
     seed: int = 0,
+    generation_settings: dict | None = None,
 ) -> Generation:
     """Tree decoding with an `OracleDrafter` that forces each round's acceptance (see `oracle.py`).
 
@@ -183,7 +185,7 @@ def oracle_generation(
             target,
             prompt,
             attention_mask=torch.ones_like(prompt),
-            generation_config=_greedy(max_new_tokens, return_dict_in_generate=True),
+            generation_config=_greedy(max_new_tokens, return_dict_in_generate=True, **(generation_settings or {})),
             custom_generate=decode,
         ),
         prompt.device,

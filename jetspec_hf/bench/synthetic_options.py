@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="target attention backends to measure, each a variant (default: sdpa "
                         "flash_attention_2; one that cannot load here is reported as skipped)")
     parser.add_argument("--compile", nargs="+", choices=COMPILE_MODES,
-                        help="compile modes, each a variant: none, or mlp (torch.compile of the target's MLP blocks; "
-                        "see jetspec_hf/bench/compilation.py) (default: none mlp on cuda, none elsewhere)")
+                        help="compile modes, each a variant: none; static (a static cache and a compile_config: "
+                        "generate compiles plain steps and tree verifies, as users get it); mlp (torch.compile of "
+                        "the target's MLP blocks only; see jetspec_hf/bench/compilation.py) (default: none static "
+                        "on cuda, none elsewhere)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor)")
     parser.add_argument("--taus", nargs="+", type=float, default=[2.0, 4.0, 6.0, 8.0],
                         help="forced τ, tokens committed per round (default: 2 4 6 8)")
@@ -80,7 +82,7 @@ def parse_synthetic_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.compile is None:
-        args.compile = ["none", "mlp"] if torch.device(args.device).type == "cuda" else ["none"]
+        args.compile = ["none", "static"] if torch.device(args.device).type == "cuda" else ["none"]
     for name in ("prompt_tokens", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -77,6 +77,15 @@ class HeadDrafter:
         """Continue from a state that `context` returned for this head."""
         self.state, self.pending = context.state, list(context.pending)
 
+    @property
+    def context_lengths(self) -> list[int]:
+        """Committed positions each row's head context covers: projected into the state, or pending."""
+        lengths = list(self.state.next_positions)
+        for features, _, counts in self.pending:
+            added = counts if counts is not None else [features.shape[1]] * len(lengths)
+            lengths = [length + count for length, count in zip(lengths, added)]
+        return lengths
+
     def add_context(
         self, features: torch.Tensor, valid: torch.Tensor | None = None, counts: list[int] | None = None
     ) -> None:
