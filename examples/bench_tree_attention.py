@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from jetspec_hf.generation import tree_attention
+from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.tree_attention import TreeAttentionMask, install_tree_attention, tree_attention_forward
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -62,13 +63,11 @@ def random_parents(num_nodes: int, rng: np.random.Generator) -> list[int]:
 
 
 def host_ancestor_matrix(parents: list[int]) -> np.ndarray:
-    """Bool `(N, N)` built on the host, as the decoding loop will: each row is its parent's row plus itself."""
-    visible = np.zeros((len(parents), len(parents)), dtype=bool)
-    for node, parent in enumerate(parents):
-        if parent >= 0:
-            visible[node] = visible[parent]
-        visible[node, node] = True
-    return visible
+    """Bool `(N, N)` built on the host, as the decoding loop builds it (`DraftTree.ancestor_matrix`)."""
+    depths = [0] * len(parents)
+    for node, parent in enumerate(parents[1:], start=1):
+        depths[node] = depths[parent] + 1
+    return DraftTree(tokens=[0] * len(parents), parents=parents, depths=depths).ancestor_matrix()
 
 
 def materialised_mask(parents: list[int], prefix_length: int, dtype: torch.dtype) -> torch.Tensor:

@@ -15,6 +15,7 @@ from transformers.masking_utils import AttentionMaskInterface, flash_attention_m
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from jetspec_hf.generation import tree_attention as tree_attention_module
+from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.tree_attention import (
     TreeAttentionMask,
     install_tree_attention,
@@ -37,13 +38,8 @@ def random_tree(num_nodes: int, generator: torch.Generator) -> tuple[list[int], 
 
 
 def ancestor_matrix(parents: list[int]) -> np.ndarray:
-    """Host-side bool `(N, N)`: `[n, m]` is True when m is n or one of its ancestors."""
-    visible = np.zeros((len(parents), len(parents)), dtype=bool)
-    for node, parent in enumerate(parents):
-        if parent >= 0:
-            visible[node] = visible[parent]
-        visible[node, node] = True
-    return visible
+    """Host-side bool `(N, N)`: `[n, m]` is True when m is n or one of its ancestors (the loop's own builder)."""
+    return DraftTree(tokens=[0] * len(parents), parents=parents, depths=[0] * len(parents)).ancestor_matrix()
 
 
 def full_mask_reference(query, key, value, prefix_length, ancestors, prefix_key_mask, scale):
