@@ -197,29 +197,12 @@ def warn_on_head_placement(head: JetSpecDraftModel, target: PreTrainedModel) -> 
         logger.warning("JetSpec: " + "; ".join(messages) + ". Both run every round, so a mismatch costs speed.")
 
 
-def count_left_padding(attention_mask: torch.Tensor | None) -> int:
-    """Number of leading padding positions of a single sequence.
-
-    Padding anywhere but on the left has no meaning for a prompt and is refused.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return 0
-    real = attention_mask[0].bool()
-    if not bool(real.any()):
-        raise ValueError("`attention_mask` masks every prompt token: there is nothing to continue.")
-    first_real = int(real.int().argmax())
-    if not bool(real[first_real:].all()):
-        raise ValueError("`attention_mask` has zeros after the first real token: only left padding is supported.")
-    return first_real
-
-
 __all__ = [
     "HEAD_ATTENTION",
     "TreeSettings",
     "TREE_SETTING_NAMES",
     "check_head_fits_target",
     "check_target_supported",
-    "count_left_padding",
     "resolve_tree_settings",
     "warn_on_head_placement",
 ]
