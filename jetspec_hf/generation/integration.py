@@ -83,7 +83,7 @@ def enable(target: PreTrainedModel) -> PreTrainedModel:
     target keeps deep-copying, pickling and being freed like any model: a copy is enabled and bound to itself.
 
     Args:
-        target: a `Qwen3ForCausalLM` or `Qwen3MoeForCausalLM` with `sdpa` or `eager` attention.
+        target: a `Qwen3ForCausalLM` or `Qwen3MoeForCausalLM` (any attention backend but paged attention).
 
     Returns:
         The same `target`, for chaining.

@@ -68,7 +68,7 @@ def generate(
     transformers calls it with the target as `model` and every argument of the user's `generate` call.
 
     Args:
-        model: a Qwen3 / Qwen3-MoE target loaded with `sdpa` or `eager` attention.
+        model: a Qwen3 / Qwen3-MoE target (any attention backend but paged attention).
         draft_head: the head to draft with: a repo id or folder, or a loaded `JetSpecDraftModel` of this module.
             Defaults to the repository this code was published in (`HEAD_LOCATION`).
         tree_budget, tree_width, tree_depth: tree shape per round (default: the head config's values).
