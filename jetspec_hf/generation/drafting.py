@@ -7,6 +7,7 @@ projected (their features wait in `pending` until then).
 
 from __future__ import annotations
 
+import copy
 import weakref
 from dataclasses import dataclass, field
 
@@ -40,6 +41,15 @@ class DraftContext:
     def __getstate__(self):
         # A weak reference cannot be pickled; an unpickled context belongs to no head and is not reused.
         return {**self.__dict__, "head": None}
+
+    def __deepcopy__(self, memo):
+        # A copied conversation (e.g. `copy.deepcopy(out.cache)` to branch a chat) is still this head's context.
+        copied = DraftContext(
+            head=self.head, state=copy.deepcopy(self.state, memo), pending=copy.deepcopy(self.pending, memo),
+            tokens=list(self.tokens),
+        )
+        memo[id(self)] = copied
+        return copied
 
     def belongs_to(self, head: JetSpecDraftModel) -> bool:
         return self.head is not None and self.head() is head

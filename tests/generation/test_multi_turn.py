@@ -1,5 +1,6 @@
 """The returned cache holds exactly plain decoding's rows, and chats continue from it on either path."""
 
+import copy
 import logging
 
 import pytest
@@ -91,3 +92,18 @@ def test_a_cache_from_another_sequence_or_too_long_is_refused(pair):
         _generate(target, head, other, first.cache, 4, tree=True)
     with pytest.raises(ValueError, match="already holds"):
         _generate(target, head, first.sequences[:, :5], first.cache, 4, tree=True)
+
+
+def test_a_copied_cache_branches_the_chat_with_the_head_context_and_a_pickled_one_without(pair, tmp_path):
+    target, head = pair
+    first = _generate(target, head, random_prompt(50, 7), None, 8, tree=True)
+    branch = copy.deepcopy(first.cache)
+    assert branch._jetspec_draft_context.belongs_to(head)
+    assert branch._jetspec_draft_context.state is not first.cache._jetspec_draft_context.state
+    follow_ups = [torch.cat([first.sequences, random_prompt(seed, 3)], dim=1) for seed in (51, 52)]
+    for follow_up, cache in zip(follow_ups, (first.cache, branch)):
+        got = _generate(target, head, follow_up, cache, 5, tree=True)
+        assert torch.equal(got.sequences, target.generate(follow_up, do_sample=False, max_new_tokens=5))
+    path = tmp_path / "cache.pt"
+    torch.save(first.cache, path)
+    assert not torch.load(path, weights_only=False)._jetspec_draft_context.belongs_to(head)
