@@ -16,15 +16,19 @@ import torch
 @dataclass
 class Batch:
     """Right-padded token ids `[b, L]`, real `lengths [b]`, first trained position `loss_starts [b]`, and the
-    dataset `indices` of the rows (to look features up in a cache)."""
+    dataset `indices` of the rows (to look features up in a cache). `labels [b, L]` is set when a record of the
+    batch carries its own labels (see `data.target_argmax_labels`); rows without them repeat their tokens."""
 
     input_ids: torch.LongTensor
     lengths: torch.LongTensor
     loss_starts: torch.LongTensor
     indices: list[int]
+    labels: torch.LongTensor | None = None
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.lengths.to(device), self.loss_starts.to(device), self.indices)
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.input_ids.to(device), self.lengths.to(device), self.loss_starts.to(device), self.indices,
+                     labels)
 
 
 def collate(records: Sequence[dict], indices: Sequence[int], pad_token_id: int) -> Batch:
@@ -36,7 +40,13 @@ def collate(records: Sequence[dict], indices: Sequence[int], pad_token_id: int) 
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     loss_starts = torch.tensor([records[i]["prompt_length"] for i in indices], dtype=torch.long)
-    return Batch(input_ids, lengths, loss_starts, list(indices))
+    labels = None
+    if any(records[i].get("labels") is not None for i in indices):
+        labels = input_ids.clone()
+        for row, i in enumerate(indices):
+            if records[i].get("labels") is not None:
+                labels[row, : len(records[i]["labels"])] = torch.tensor(records[i]["labels"], dtype=torch.long)
+    return Batch(input_ids, lengths, loss_starts, list(indices), labels)
 
 
 class BatchSchedule:

@@ -120,6 +120,8 @@ def usable_records(records: list[dict], block_size: int, max_seq_len: int | None
         ids = record["input_ids"][:max_seq_len] if max_seq_len else record["input_ids"]
         if len(ids) - block_size >= max(1, record["prompt_length"]):
             kept.append({"input_ids": ids, "prompt_length": record["prompt_length"]})
+            if record.get("labels") is not None:
+                kept[-1]["labels"] = record["labels"][: len(ids)]
     return kept
 
 
@@ -262,6 +264,7 @@ class HeadTrainer:
         return block_objective(
             head, self.embed_tokens, self.lm_head, batch.input_ids, batch.lengths, batch.loss_starts,
             features.features, self.settings, features.final_hidden, generator=generator, anchors=anchors,
+            label_ids=batch.labels,
         )
 
     # ------------------------------------------------------------------------------------------------------------
