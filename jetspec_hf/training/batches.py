@@ -16,15 +16,19 @@ import torch
 @dataclass
 class Batch:
     """Right-padded token ids `[b, L]`, real `lengths [b]`, first trained position `loss_starts [b]`, and the
-    dataset `indices` of the rows (to look features up in a cache)."""
+    dataset `indices` of the rows (to look features up in a cache). `labels [b, L]` is set when a record of the
+    batch carries its own labels (see `data.target_argmax_labels`); rows without them repeat their tokens."""
 
     input_ids: torch.LongTensor
     lengths: torch.LongTensor
     loss_starts: torch.LongTensor
     indices: list[int]
+    labels: torch.LongTensor | None = None
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.lengths.to(device), self.loss_starts.to(device), self.indices)
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.input_ids.to(device), self.lengths.to(device), self.loss_starts.to(device), self.indices,
+                     labels)
 
 
 def usable_records(records: list[dict], block_size: int, max_seq_len: int | None) -> list[dict]:
@@ -34,6 +38,8 @@ def usable_records(records: list[dict], block_size: int, max_seq_len: int | None
         ids = record["input_ids"][:max_seq_len] if max_seq_len else record["input_ids"]
         if len(ids) - block_size >= max(1, record["prompt_length"]):
             kept.append({"input_ids": ids, "prompt_length": record["prompt_length"]})
+            if record.get("labels") is not None:
+                kept[-1]["labels"] = record["labels"][: len(ids)]
     return kept
 
 
@@ -46,7 +52,13 @@ def collate(records: Sequence[dict], indices: Sequence[int], pad_token_id: int) 
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     loss_starts = torch.tensor([records[i]["prompt_length"] for i in indices], dtype=torch.long)
-    return Batch(input_ids, lengths, loss_starts, list(indices))
+    labels = None
+    if any(records[i].get("labels") is not None for i in indices):
+        labels = input_ids.clone()
+        for row, i in enumerate(indices):
+            if records[i].get("labels") is not None:
+                labels[row, : len(records[i]["labels"])] = torch.tensor(records[i]["labels"], dtype=torch.long)
+    return Batch(input_ids, lengths, loss_starts, list(indices), labels)
 
 
 class BatchSchedule:

@@ -5,6 +5,11 @@ responses of a dataset (docs/design.md §9). Each stored record is
 ``{"input_ids": prompt + continuation, "prompt_length": P}``; positions >= P are the training labels. Records are
 written as JSONL (a `.jsonl` path) or as a `datasets.Dataset` saved to disk (any other path).
 
+A record may also carry ``"labels"`` (one token per position): what the target would say at each position given
+the record's tokens before it (`target_argmax_labels`). Real text labelled that way is training data too: its
+context is what prompts look like, and its labels are still the target's. Without the field the labels are the
+record's own tokens, which for a greedy continuation is the same thing.
+
 Prompts come from JSON Lines files, `datasets` folders or names, or plain text files cut into token windows, read
 by `jetspec_hf.prompts` (the benchmark reads its prompts the same way).
 """
@@ -141,33 +146,71 @@ def generate_continuations(
     return records  # type: ignore[return-value]
 
 
+@torch.no_grad()
+def target_argmax_labels(
+    target: nn.Module, records: Sequence[dict], batch_size: int = 16, show_progress: bool = True
+) -> list[dict]:
+    """Copies of `records` with ``"labels"``: at every position t >= 1, the target's greedy token after the record's
+    tokens ``0..t-1`` (position 0 keeps its own token; nothing predicts it and no block ever labels it).
+
+    This is how text the target did not write becomes training data for its head: a block anchored on it learns the
+    target's choice, not the text's. One full forward per batch (right padding needs no mask: a real position
+    never sees the padding after it).
+    """
+    device = next(target.parameters()).device
+    labelled: list[dict] = []
+    progress = progress_bar(total=len(records), desc="labelling", disable=not show_progress, mininterval=5.0)
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        lengths = [len(r["input_ids"]) for r in batch]
+        input_ids = torch.zeros((len(batch), max(lengths)), dtype=torch.long)
+        for row, record in enumerate(batch):
+            input_ids[row, : lengths[row]] = torch.tensor(record["input_ids"], dtype=torch.long)
+        predicted = target(input_ids=input_ids.to(device), use_cache=False).logits.argmax(-1).cpu()
+        for row, record in enumerate(batch):
+            labels = [record["input_ids"][0]] + predicted[row, : lengths[row] - 1].tolist()
+            labelled.append({**record, "labels": labels})
+        progress.update(len(batch))
+    progress.close()
+    return labelled
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Storage
 
 
 def save_sequences(records: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write records as JSONL (path ending in `.jsonl`) or as a `datasets.Dataset` folder (any other path)."""
+    """Write records as JSONL (path ending in `.jsonl`) or as a `datasets.Dataset` folder (any other path).
+
+    `labels` are written where a record has them. A dataset needs the column in every row, so there a record
+    without them gets its own tokens, which is what a missing field means anyway.
+    """
     path = Path(path)
     if path.suffix == ".jsonl":
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
             for record in records:
-                handle.write(json.dumps({"input_ids": record["input_ids"], "prompt_length": record["prompt_length"]}))
+                row = {"input_ids": record["input_ids"], "prompt_length": record["prompt_length"]}
+                if record.get("labels") is not None:
+                    row["labels"] = record["labels"]
+                handle.write(json.dumps(row))
                 handle.write("\n")
         return path
     require_extra("train", "datasets", purpose=f"Saving token sequences as a `datasets` folder ({path})")
     from datasets import Dataset
 
-    Dataset.from_dict(
-        {"input_ids": [r["input_ids"] for r in records], "prompt_length": [r["prompt_length"] for r in records]}
-    ).save_to_disk(str(path))
+    columns = {"input_ids": [r["input_ids"] for r in records], "prompt_length": [r["prompt_length"] for r in records]}
+    if any(r.get("labels") is not None for r in records):
+        columns["labels"] = [r["labels"] if r.get("labels") is not None else r["input_ids"] for r in records]
+    Dataset.from_dict(columns).save_to_disk(str(path))
     return path
 
 
 def load_sequences(path: str | os.PathLike) -> list[dict]:
     """Read token sequences written by `save_sequences` (JSONL or a saved dataset).
 
-    A record without `prompt_length` (plain tokenized text) is trained on every position.
+    A record without `prompt_length` (plain tokenized text) is trained on every position; `labels` are kept when
+    present (same length as `input_ids`).
     """
     path = Path(path)
     if not path.exists():
@@ -189,7 +232,13 @@ def load_sequences(path: str | os.PathLike) -> list[dict]:
     for index, row in enumerate(rows):
         if "input_ids" not in row:
             raise ValueError(f"{path}: record {index} has no `input_ids`.")
-        records.append({"input_ids": [int(t) for t in row["input_ids"]], "prompt_length": int(row.get("prompt_length", 0))})
+        record = {"input_ids": [int(t) for t in row["input_ids"]], "prompt_length": int(row.get("prompt_length", 0))}
+        if row.get("labels") is not None:
+            if len(row["labels"]) != len(record["input_ids"]):
+                raise ValueError(f"{path}: record {index} has {len(row['labels'])} labels for "
+                                 f"{len(record['input_ids'])} tokens.")
+            record["labels"] = [int(t) for t in row["labels"]]
+        records.append(record)
     return records
 
 
@@ -214,5 +263,6 @@ __all__ = [
     "read_dataset_prompts",
     "read_jsonl_prompts",
     "save_sequences",
+    "target_argmax_labels",
     "text_windows",
 ]

@@ -10,6 +10,12 @@ or every row (bidirectional, DFlash). Blocks never see each other, so one forwar
 Row d (d = 1..B-1) of a block predicts the token at ``a + d``. The loss is a cross-entropy to those tokens, an
 optional temperature-scaled forward KL to the target's next-token distribution at the true prefix (target
 logits at ``a + d - 1``), and an optional per-depth weight ``exp(-(d-1)/gamma)``.
+
+With separate `label_ids` (the target's greedy token at every position of text it did not write), depth d is the
+target's choice at ``a + d`` given the sequence's own tokens before it. That is what decoding needs only while the
+sequence follows the target's greedy path from the anchor on, so depth d is trained only where the tokens at
+``a + 1 .. a + d - 1`` equal their labels. On the target's own greedy continuations labels and tokens agree and
+every depth counts, as without `label_ids`.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class PackedBlocks:
     block_ids: torch.LongTensor  # [b, n*B] anchor token then mask tokens, per block
     position_ids: torch.LongTensor  # [b, C + n*B] context rows 0..C-1, then a_j..a_j+B-1 per block
     attention_mask: torch.Tensor  # [b, 1, n*B, C + n*B] additive float mask
-    labels: torch.LongTensor  # [b, n, B-1] token at a_j + d
+    labels: torch.LongTensor  # [b, n, B-1] label at a_j + d (the token there, or `label_ids` there)
     label_valid: torch.BoolTensor  # [b, n, B-1]
     label_positions: torch.LongTensor  # [b, n, B-1] = a_j + d (clamped into the sequence)
 
@@ -151,8 +157,13 @@ def pack_blocks(
     mask_dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
     anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    label_ids: torch.LongTensor | None = None,
 ) -> PackedBlocks:
-    """Sample anchors (or take the given `(anchors, valid)`) and build the packed head inputs and labels."""
+    """Sample anchors (or take the given `(anchors, valid)`) and build the packed head inputs and labels.
+
+    `label_ids` `[b, L]` replaces `input_ids` as the labels, and depth d of a block stays valid only while the
+    block's earlier depths' tokens equal their labels (see the module doc).
+    """
     device = input_ids.device
     batch, context_length = input_ids.shape
     block = settings.block_size
@@ -176,7 +187,15 @@ def pack_blocks(
     label_valid = valid[:, :, None] & in_sequence & trained
     # Unused slots point anywhere; clamping keeps their (ignored) gathers inside the tensor.
     label_positions = label_positions.clamp(max=context_length - 1)
-    labels = torch.gather(input_ids, 1, label_positions.reshape(batch, -1)).reshape(label_positions.shape)
+    flat_positions = label_positions.reshape(batch, -1)
+    labels = torch.gather(input_ids, 1, flat_positions).reshape(label_positions.shape)
+    if label_ids is not None:
+        label_ids = label_ids.to(device)
+        on_path = torch.gather(input_ids == label_ids, 1, flat_positions).reshape(label_positions.shape)
+        # Depth d needs depths 1..d-1 on the greedy path; depth 1 needs nothing (its prefix ends at the anchor).
+        path_so_far = torch.cumprod(on_path.long(), dim=-1)
+        label_valid = label_valid & torch.cat([torch.ones_like(path_so_far[..., :1]), path_so_far[..., :-1]], -1).bool()
+        labels = torch.gather(label_ids, 1, flat_positions).reshape(label_positions.shape)
 
     return PackedBlocks(
         anchors=anchors,
@@ -226,6 +245,7 @@ def block_objective(
     target_final_hidden: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    label_ids: torch.LongTensor | None = None,
 ) -> ObjectiveOutput:
     """Loss and per-depth agreement of the head on one batch.
 
@@ -238,10 +258,11 @@ def block_objective(
         target_final_hidden: `[b, L, H]` the target's final-normed hidden states, required when the KL term is on
             (the teacher logits are `lm_head` of them, computed only at the rows that are needed).
         generator: drives the anchor sampling; `anchors` = `(anchors, valid)` fixes them instead.
+        label_ids: `[b, L]` labels other than the tokens themselves (see `pack_blocks`), or `None`.
     """
     block = settings.block_size
     head_dtype = next(head.parameters()).dtype
-    packed = pack_blocks(input_ids, lengths, loss_starts, settings, head_dtype, generator, anchors)
+    packed = pack_blocks(input_ids, lengths, loss_starts, settings, head_dtype, generator, anchors, label_ids)
     hidden = packed_head_forward(head, embed_tokens, features, packed, block)
 
     rows = hidden[:, :, 1:][packed.label_valid]  # [M, H], only the labelled rows pay for the lm_head

@@ -168,6 +168,7 @@ class HeadTrainer:
         return block_objective(
             head, self.embed_tokens, self.lm_head, batch.input_ids, batch.lengths, batch.loss_starts,
             features.features, self.settings, features.final_hidden, generator=generator, anchors=anchors,
+            label_ids=batch.labels,
         )
 
     # ------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from jetspec_hf.training.data import (
     load_prompts,
     load_sequences,
     save_sequences,
+    target_argmax_labels,
 )
 
 PROMPTS = ["abcdefg", "hij", "klmnopqrstu", "vw", "xyz{|}~", "ABCDEFGHIJKLM", "NOP"]
@@ -53,6 +54,37 @@ def test_sequences_round_trip(tmp_path, suffix):
     assert loaded == records
     assert fingerprint_sequences(loaded) == fingerprint_sequences(records)
     assert fingerprint_sequences(records[:1]) != fingerprint_sequences(records)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ""])
+def test_labels_round_trip_and_are_optional_per_record(tmp_path, suffix):
+    records = [{"input_ids": [3, 4, 5, 6], "prompt_length": 2, "labels": [3, 9, 9, 6]},
+               {"input_ids": [7, 8], "prompt_length": 1}]
+    loaded = load_sequences(save_sequences(records, tmp_path / f"seqs{suffix}"))
+    assert loaded[0] == records[0]
+    # A dataset has the column in every row: a record without labels comes back labelled with its own tokens.
+    assert loaded[1].get("labels", records[1]["input_ids"]) == records[1]["input_ids"]
+    broken = write_jsonl(tmp_path / "broken.jsonl", [{"input_ids": [3, 4, 5], "labels": [3, 4]}])
+    with pytest.raises(ValueError, match="2 labels for 3 tokens"):
+        load_sequences(broken)
+
+
+def test_target_labels_are_its_greedy_tokens_at_every_prefix():
+    target = tiny_target()
+    generator = torch.Generator().manual_seed(0)
+    records = [{"input_ids": torch.randint(3, 90, (n,), generator=generator).tolist(), "prompt_length": 0}
+               for n in (9, 14, 5)]
+    labelled = target_argmax_labels(target, records, batch_size=2, show_progress=False)
+    for record, out in zip(records, labelled):
+        ids = record["input_ids"]
+        assert out["input_ids"] == ids and out["prompt_length"] == 0
+        with torch.no_grad():
+            expected = [target(torch.tensor([ids[:t]])).logits[0, -1].argmax().item() for t in range(1, len(ids))]
+        assert out["labels"] == ids[:1] + expected
+    # On the target's own greedy continuation the labels are the continuation's tokens.
+    greedy = generate_continuations(target, tiny_tokenizer(), [[5, 6, 7]], max_new_tokens=8, show_progress=False)
+    relabelled = target_argmax_labels(target, greedy, show_progress=False)[0]
+    assert relabelled["labels"][3:] == greedy[0]["input_ids"][3:]
 
 
 def test_prompt_sources(tmp_path):

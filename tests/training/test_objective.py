@@ -147,6 +147,32 @@ def test_one_anchor_loss_equals_the_inference_block_loss(target, batch, causal):
     assert float(out.accepted_sum) == float(torch.cumprod(correct, 0).sum())
 
 
+def test_separate_labels_replace_the_tokens_and_cut_depths_off_the_greedy_path(target, batch):
+    input_ids, lengths, loss_starts = batch
+    config = tiny_head_config(target, block_size=BLOCK)
+    settings = ObjectiveSettings.from_head_config(config, anchors_per_seq=2)
+    anchors = (torch.tensor([[8, 14], [9, 15]]), torch.ones(2, 2, dtype=torch.bool))
+    plain = pack_blocks(input_ids, lengths, loss_starts, settings, anchors=anchors)
+    # Labels equal to the tokens change nothing.
+    same = pack_blocks(input_ids, lengths, loss_starts, settings, anchors=anchors, label_ids=input_ids.clone())
+    assert torch.equal(same.labels, plain.labels) and torch.equal(same.label_valid, plain.label_valid)
+
+    label_ids = input_ids.clone()
+    label_ids[0, 10] = 0  # block (row 0, anchor 8): depth 2's token is off the path
+    label_ids[1, 16] = 0  # block (row 1, anchor 15): depth 1's token is off the path
+    packed = pack_blocks(input_ids, lengths, loss_starts, settings, anchors=anchors, label_ids=label_ids)
+    expected_valid = plain.label_valid.clone()
+    expected_valid[0, 0, 2:] = False  # depths 3.. follow the off-path token; depths 1 and 2 are still right
+    expected_valid[1, 1, 1:] = False
+    assert torch.equal(packed.label_valid, expected_valid)
+    expected_labels = plain.labels.clone()
+    expected_labels[0, 0, 1] = expected_labels[1, 1, 0] = 0  # the labels come from label_ids
+    assert torch.equal(packed.labels, expected_labels)
+    # The other block of each row is untouched.
+    assert torch.equal(packed.label_valid[0, 1], plain.label_valid[0, 1])
+    assert torch.equal(packed.label_valid[1, 0], plain.label_valid[1, 0])
+
+
 def test_causal_block_row_ignores_later_rows_bidirectional_does_not(target, batch):
     """Changing the input of a block's LAST row leaves its earlier rows untouched under the causal mask, moves them
     under the bidirectional one, and never reaches another block."""

@@ -15,12 +15,12 @@ from jetspec_hf.training.trainer import HeadTrainer, HeadTrainingArguments, find
 TRAIN, EVAL = repetitive_records(48, seed=0), repetitive_records(8, seed=1)
 
 
-def run(tmp_path, name, **overrides):
+def run(tmp_path, name, train=TRAIN, **overrides):
     settings = dict(output_dir=str(tmp_path / name), max_steps=40, per_device_batch_size=4, learning_rate=3e-3,
                     anchors_per_seq=6, log_steps=5, seed=0, progress=False)
     settings.update(overrides)
     target = tiny_target()
-    trainer = HeadTrainer(target, tiny_tokenizer(), tiny_head_config(target), TRAIN, EVAL,
+    trainer = HeadTrainer(target, tiny_tokenizer(), tiny_head_config(target), train, EVAL,
                           HeadTrainingArguments(**settings))
     return trainer, trainer.train()
 
@@ -75,6 +75,21 @@ def test_feature_cache_trains_like_on_the_fly_features(tmp_path):
     a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "cached")
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3)
+
+
+def test_records_labels_reach_the_loss(tmp_path):
+    # Labels equal to the tokens are the default, so they must train exactly as records without labels...
+    same = [{**r, "labels": list(r["input_ids"])} for r in TRAIN]
+    _, plain = run(tmp_path, "plain", max_steps=4)
+    _, labelled = run(tmp_path, "labelled", train=same, max_steps=4)
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "labelled")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+    # ... and other labels must change what is learnt.
+    shifted = [{**r, "labels": [t + 1 for t in r["input_ids"]]} for r in TRAIN]
+    run(tmp_path, "shifted", train=shifted, max_steps=4)
+    c = final_weights(tmp_path / "shifted")
+    assert any(not torch.equal(a[name], c[name]) for name in a)
 
 
 def test_cache_built_for_other_layers_is_refused(tmp_path):
