@@ -21,6 +21,8 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, Sto
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .auto_budget import auto_budget_policy
+from .budget import AUTO_BUDGET
 from .capture import has_capture_hooks, install_capture_hooks
 from .options import GenerateOptions, check_generation_options
 from .tree_decoding import tree_decoding
@@ -122,7 +124,8 @@ def generate_with_draft_head(
     defaults.
 
     Args:
-        tree_budget: nodes verified per round, root included.
+        tree_budget: nodes verified per round, root included, or `"auto"` (chosen every round from this machine's
+            measured costs and the head's calibrated confidence).
         tree_width: at most this many head-ranked children per tree node.
         tree_depth: maximum tree depth, 1..block_size-1.
         tree_expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (the published reference's
@@ -150,6 +153,11 @@ def generate_with_draft_head(
         if name in config.__dict__:
             setattr(config, name, None)
 
+    budget_policy = None
+    if tree_settings.budget == AUTO_BUDGET:
+        # Measures this machine's verify costs on the first such call of the process (docs/design.md §5).
+        device = _input_device(target, inputs, model_kwargs)
+        budget_policy = auto_budget_policy(target, draft_head, config, tree_settings, device)
     guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(
         tree_decoding,
@@ -157,6 +165,7 @@ def generate_with_draft_head(
         tree_settings=tree_settings,
         streamer=guarded_streamer,
         round_profiler=round_profiler,
+        budget_policy=budget_policy,
     )
     try:
         return GenerationMixin.generate(
@@ -173,6 +182,12 @@ def generate_with_draft_head(
         if guarded_streamer is not None:
             guarded_streamer.end()
         raise
+
+
+def _input_device(target: PreTrainedModel, inputs, model_kwargs: dict):
+    """Where `generate` will put the prompt: the device of the ids passed, else the target's embeddings'."""
+    ids = inputs if inputs is not None else model_kwargs.get("input_ids")
+    return ids.device if hasattr(ids, "device") else target.get_input_embeddings().weight.device
 
 
 def _with_stop_strings(stopping_criteria, stop_strings, tokenizer) -> StoppingCriteriaList:

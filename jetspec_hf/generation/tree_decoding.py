@@ -156,7 +156,7 @@ def tree_decoding(
     input_ids = input_ids.clone()
     if not generation_config.return_dict_in_generate:
         return input_ids
-    return record.output(input_ids, cache)
+    return record.output(input_ids, cache, getattr(policy, "expected_accepted", None))
 
 
 class _GenerationRecord:
@@ -198,7 +198,7 @@ class _GenerationRecord:
         self.accepted_lengths.append(committed)
         self.tree_sizes.append(tree_size)
 
-    def output(self, sequences: torch.LongTensor, cache) -> JetSpecGenerateOutput:
+    def output(self, sequences: torch.LongTensor, cache, expected_accepted: list[float] | None) -> JetSpecGenerateOutput:
         return JetSpecGenerateOutput(
             sequences=sequences,
             scores=tuple(self.scores) if self.keep_scores else None,
@@ -207,6 +207,7 @@ class _GenerationRecord:
             accepted_lengths=self.accepted_lengths,
             tree_sizes=self.tree_sizes,
             lookup_lengths=self.lookup_lengths,
+            expected_accepted=expected_accepted,
         )
 
 

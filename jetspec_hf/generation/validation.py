@@ -10,6 +10,7 @@ from transformers.utils import logging
 
 from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
 from ..modeling_jetspec import JetSpecDraftModel
+from .budget import AUTO_BUDGET
 from .tree import TREE_EXPANSIONS
 from .tree_attention import install_tree_attention, routes_tree_attention
 
@@ -29,14 +30,15 @@ class TreeSettings:
     """Shape of each round's tree.
 
     Attributes:
-        budget: nodes verified per round, root included (1 = plain decoding).
+        budget: nodes verified per round, root included (1 = plain decoding), or `"auto"`: chosen every round from
+            this machine's measured costs and the head's calibrated confidence (`auto_budget.py`).
         width: at most this many head-ranked children per node.
         depth: deepest tree level.
         expansion: `"node"` (best nodes one at a time) or `"fanout"` (the published reference's rule).
         lookup_tokens: length of the prompt-lookup branch added to every tree (0 = none).
     """
 
-    budget: int
+    budget: int | str
     width: int
     depth: int
     expansion: str = "node"
@@ -64,8 +66,11 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
     depth = first_set("tree_depth", config.max_tree_depth)
     expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])
     lookup_tokens = first_set("prompt_lookup_num_tokens", DEFAULT_TREE_SETTINGS["prompt_lookup_num_tokens"])
-    if not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"`tree_budget` must be an integer >= 1 (nodes per round, root included), got {budget!r}.")
+    if budget != AUTO_BUDGET and (not isinstance(budget, int) or budget < 1):
+        raise ValueError(
+            f"`tree_budget` must be an integer >= 1 (nodes per round, root included) or {AUTO_BUDGET!r} (chosen per "
+            f"round from measured costs), got {budget!r}."
+        )
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"`tree_width` must be an integer >= 1 (children per tree node), got {width!r}.")
     if not isinstance(depth, int) or not 1 <= depth <= config.max_tree_depth:

@@ -46,6 +46,7 @@ def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, me
     "kwargs, message",
     [
         (dict(tree_budget=0), "tree_budget"),
+        (dict(tree_budget="fast"), "or 'auto'"),
         (dict(tree_width=0), "tree_width"),
         (dict(tree_depth=0), "tree_depth"),
         (dict(tree_depth=8), "tree_depth"),
