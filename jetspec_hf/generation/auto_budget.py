@@ -54,6 +54,9 @@ WARMUP_ROUNDS = 8
 # after a long stretch without drafts also projects every position since into the head's context), up to
 # `MAX_PROBE_WAIT`.
 MAX_PROBE_INTERVAL, PROBE_SHARE, MAX_PROBE_WAIT = 64, 0.01, 1024
+# Where at least this share of the last ~`PAYING_SHARE_MEMORY` rounds drafted because it paid, a call's first round
+# drafts even while drafting had stopped paying: a new prompt is new text.
+NEW_TEXT_PROBE_SHARE, PAYING_SHARE_MEMORY = 0.25, 128
 # A probe "paid" when the plain rounds it replaced would have taken this many times its own time.
 PROBE_PAID_FACTOR = 1.5
 # Weight of the newest drafted round in the expectation curve that decides whether to draft, and of the newest
@@ -83,6 +86,7 @@ class AutoBudgetState:
         probe_seconds: what a probe round cost beyond the plain rounds it replaced (averaged).
         probe_paid: whether the last probe committed tokens faster than plain rounds (then the next round probes
             again, so that a calibration learnt on poorer text catches up within rounds).
+        paying_share: the share of recent rounds that drafted because drafting paid.
     """
 
     costs: RoundCosts
@@ -94,6 +98,7 @@ class AutoBudgetState:
     probe_interval: int = 1
     probe_seconds: float = 0.0
     probe_paid: bool = False
+    paying_share: float = 0.0
 
 
 @dataclass
@@ -102,6 +107,9 @@ class _RoundTiming:
     prefix_length: int
     probe: bool = False
     exploring: bool = False
+    # Whether the round before it (in this call) drafted too: only then is the draft a round's own cost, without
+    # catching the head's context up on the positions committed since it last drafted.
+    steady_draft: bool = False
     drafted_at: float | None = None
     nodes: int = 1
     committed: int = 1
@@ -138,6 +146,7 @@ class AutoBudget:
         self._chosen_expectation = 0.0
         self._current: _RoundTiming | None = None
         self._finished: _RoundTiming | None = None
+        self._first_round = True
 
     @property
     def max_budget(self) -> int:
@@ -147,28 +156,32 @@ class AutoBudget:
 
     def wants_draft(self, prefix_length: int) -> bool:
         now = self._clock()
+        drafted_before = self._finished is not None and self._finished.drafted_at is not None
         self._close_round(now)
-        self._current = _RoundTiming(start=now, prefix_length=prefix_length)
+        self._current = _RoundTiming(start=now, prefix_length=prefix_length, steady_draft=drafted_before)
         self._tree = None
         if self.max_budget == 1:
             return False
         state = self.state
+        first_round, self._first_round = self._first_round, False
         if state.rounds_without_draft:
-            # Not drafting: without new drafts the outlook has not changed, so only a probe asks again.
+            # Not drafting: without new drafts the outlook has not changed, so only a probe asks again. A call's
+            # prompt is new text, though: where drafts have often paid lately, its first round asks at once.
             state.rounds_without_draft += 1
-            if state.rounds_without_draft <= self._probe_wait(prefix_length):
-                return False
+            new_text = first_round and state.paying_share >= NEW_TEXT_PROBE_SHARE
+            if not new_text and state.rounds_without_draft <= self._probe_wait(prefix_length):
+                return self._decided(False)
             state.probe_interval = min(2 * state.probe_interval, MAX_PROBE_INTERVAL)
             state.rounds_without_draft = 0
             self._current.probe = self._current.exploring = True
-            return True
+            return self._decided(True, paying=False)
         warming_up = state.outlook is None or state.calibration.rounds < WARMUP_ROUNDS
         if warming_up or self._drafting_pays(prefix_length):
             state.probe_interval = 1
             self._current.exploring = warming_up
-            return True
+            return self._decided(True, paying=not warming_up)
         state.rounds_without_draft = 1
-        return False
+        return self._decided(False)
 
     def choose(self, tree: DraftTree, prefix_length: int) -> int:
         if self._current is not None:
@@ -199,6 +212,12 @@ class AutoBudget:
             self._finished, self._current = self._current, None
         if self._publish is not None:
             self._publish(self.state)
+
+    def _decided(self, draft: bool, paying: bool | None = None) -> bool:
+        """Return `draft`, keeping count of how often drafting paid (`paying` defaults to `draft`)."""
+        state = self.state
+        state.paying_share += ((draft if paying is None else paying) - state.paying_share) / PAYING_SHARE_MEMORY
+        return draft
 
     def _drafting_pays(self, prefix_length: int) -> bool:
         """Whether the recent rounds' expectations say a drafted round commits more tokens per second than the root
@@ -239,7 +258,8 @@ class AutoBudget:
                 state.probe_seconds = extra
             else:
                 state.probe_seconds += OUTLOOK_WEIGHT * (extra - state.probe_seconds)
-        costs.record(finished.nodes, finished.prefix_length, after_draft, draft_seconds)
+        costs.record(finished.nodes, finished.prefix_length, after_draft,
+                     draft_seconds if finished.steady_draft else None)
         drifted = not 1.0 / DRIFT_FACTOR <= costs.scale <= DRIFT_FACTOR
         if drifted and costs.rounds >= DRIFT_ROUNDS and self._on_drift is not None:
             self._on_drift()

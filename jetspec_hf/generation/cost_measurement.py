@@ -124,26 +124,45 @@ def measure_verify_costs(
     repeats: int = 2,
 ) -> VerifyCosts:
     """Time `verify_tree` for every node count at every prefix length on a scratch cache, the fastest of `repeats`
-    runs each (one more at the shortest prefix, whose row decides which node counts are timed at all)."""
+    runs each (one more at the shortest prefix, whose row decides which node counts are timed at all).
+
+    A prefix length whose scratch cache does not fit in the device's memory ends the measurement there: longer
+    prefixes are extrapolated from the shorter ones.
+    """
     device = torch.device(device)
     prefix_lengths = _safe_prefix_lengths(target, prefix_lengths, max(node_counts))
     cache = DynamicCache(config=target.config)
     rows: list[list[float]] = []
     with TappedLayerCapture(target.model.layers, layer_ids) as capture, torch.inference_mode():
-        prefill(target, _fixed_tokens(target, prefix_lengths[0], device), 0, cache, capture)
+        prefill(target, _fixed_tokens(target.config.vocab_size, prefix_lengths[0], device)[None], 0, cache, capture)
         for prefix_length in prefix_lengths:
-            _lengthen(cache, prefix_length)
-            row = []
-            for nodes in node_counts[: len(rows[0]) if rows else None]:
-                tree = _timing_tree(nodes)
-                runs = repeats if rows else repeats + 1
-                row.append(min(_timed_verify(target, tree, prefix_length, cache, capture, device)
-                               for _ in range(runs)))
-                # Larger trees cannot pay once one verify costs more than the most a round can commit.
-                if not rows and row[-1] > max_tokens_per_round * row[0]:
-                    break
-            rows.append(row)
-    return VerifyCosts(tuple(node_counts[: len(rows[0])]), tuple(prefix_lengths), tuple(map(tuple, rows)))
+            try:
+                rows.append(_timed_row(target, cache, capture, device, prefix_length,
+                                       node_counts[: len(rows[0])] if rows else node_counts,
+                                       repeats if rows else repeats + 1, None if rows else max_tokens_per_round))
+            except torch.OutOfMemoryError:
+                if not rows:
+                    raise
+                break
+    del cache
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return VerifyCosts(tuple(node_counts[: len(rows[0])]), tuple(prefix_lengths[: len(rows)]),
+                       tuple(map(tuple, rows)))
+
+
+def _timed_row(target, cache, capture, device, prefix_length: int, node_counts, runs: int,
+               max_tokens_per_round: int | None) -> list[float]:
+    """Seconds of each node count's verify on a `prefix_length` cache; with `max_tokens_per_round`, stops after the
+    first tree that costs more than that many one-node verifies (larger trees can never pay)."""
+    _lengthen(cache, prefix_length)
+    row = []
+    for nodes in node_counts:
+        tree = _timing_tree(nodes, target.config.vocab_size)
+        row.append(min(_timed_verify(target, tree, prefix_length, cache, capture, device) for _ in range(runs)))
+        if max_tokens_per_round is not None and row[-1] > max_tokens_per_round * row[0]:
+            break
+    return row
 
 
 def measure_draft_seconds(head: JetSpecDraftModel, target: PreTrainedModel, device: torch.device,
@@ -154,7 +173,7 @@ def measure_draft_seconds(head: JetSpecDraftModel, target: PreTrainedModel, devi
     context_length = MEASURED_PREFIX_LENGTHS[0]
     features = torch.zeros(1, context_length, head.fc.in_features, dtype=head.fc.weight.dtype,
                            device=head.fc.weight.device)
-    anchor = _fixed_tokens(target, 1, device)
+    anchor = _fixed_tokens(target.config.vocab_size, 1, device)[None]
     seconds = []
     with torch.inference_mode():
         drafter.add_context(features)
@@ -178,19 +197,20 @@ def _timed_verify(target, tree: DraftTree, prefix_length: int, cache, capture, d
     return seconds
 
 
-def _timing_tree(nodes: int) -> DraftTree:
+def _timing_tree(nodes: int, vocab_size: int) -> DraftTree:
     """A tree shaped like a round's: four children per node, best first, so a few levels deep."""
     parents = [-1] + [(node - 1) // 4 for node in range(1, nodes)]
     depths = [0]
     for node in range(1, nodes):
         depths.append(depths[parents[node]] + 1)
-    return DraftTree(tokens=[3 + node for node in range(nodes)], parents=parents, depths=depths,
+    return DraftTree(tokens=_fixed_tokens(vocab_size, nodes).tolist(), parents=parents, depths=depths,
                      scores=[0.0] * nodes)
 
 
-def _fixed_tokens(target: PreTrainedModel, length: int, device: torch.device) -> torch.Tensor:
-    vocab_size = target.config.vocab_size
-    return (torch.arange(length, device=device) % max(vocab_size - 3, 1) + 3).unsqueeze(0)
+def _fixed_tokens(vocab_size: int, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """`length` ordinary token ids of the vocabulary, the same every time (ids 0-2 are often special)."""
+    first = min(3, vocab_size - 1)
+    return torch.arange(length, device=device) % (vocab_size - first) + first
 
 
 def _lengthen(cache: DynamicCache, length: int) -> None:

@@ -17,7 +17,7 @@ from jetspec_hf.generation.cost_measurement import (
     remember_verify_costs,
     verify_costs_for,
 )
-from jetspec_hf.generation.cost_model import VerifyCosts
+from jetspec_hf.generation.cost_model import MEASURED_NODE_COUNTS, VerifyCosts
 from tiny_models import random_prompt, tiny_head, tiny_target
 
 CPU = torch.device("cpu")
@@ -45,8 +45,9 @@ def test_measurement_times_every_size_and_leaves_the_target_as_it_was():
     target = jetspec_hf.enable(tiny_target())
     weights, config, hooks = snapshot(target), target.config.to_dict(), hook_count(target)
     rng_state = torch.get_rng_state()
-    costs = measure_verify_costs(target, [1, 3], CPU, max_tokens_per_round=1000, **QUICK)
-    assert costs.node_counts == (1, 2, 4, 8) and costs.prefix_lengths == (8, 64)
+    # Every default node count, up to trees larger than the tiny vocabulary.
+    costs = measure_verify_costs(target, [1, 3], CPU, max_tokens_per_round=1000, prefix_lengths=(8, 64), repeats=1)
+    assert costs.node_counts == MEASURED_NODE_COUNTS and costs.prefix_lengths == (8, 64)
     assert all(seconds > 0 for row in costs.seconds for seconds in row)
     assert all(torch.equal(weights[name], tensor) for name, tensor in target.state_dict().items())
     assert target.config.to_dict() == config and hook_count(target) == hooks
@@ -176,3 +177,18 @@ def test_a_remembered_table_replaces_the_measurement(monkeypatch, fresh_tables):
     table = VerifyCosts((1, 4), (64,), ((0.5, 0.6),))
     remember_verify_costs(target, CPU, table)
     assert verify_costs_for(target, [1], CPU, 16) is table and not calls
+
+
+@pytest.mark.real_cost_measurement
+def test_a_prefix_that_does_not_fit_in_memory_ends_the_measurement(monkeypatch):
+    target = jetspec_hf.enable(tiny_target())
+    lengthen = cost_measurement._lengthen
+
+    def out_of_memory_beyond_8(cache, length):
+        if length > 8:
+            raise torch.OutOfMemoryError("scratch cache too large")
+        lengthen(cache, length)
+
+    monkeypatch.setattr(cost_measurement, "_lengthen", out_of_memory_beyond_8)
+    costs = measure_verify_costs(target, [1], CPU, max_tokens_per_round=1000, **QUICK)
+    assert costs.prefix_lengths == (8,) and len(costs.seconds) == 1
