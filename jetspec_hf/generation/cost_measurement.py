@@ -121,15 +121,17 @@ def measure_verify_costs(
     max_tokens_per_round: int,
     node_counts: tuple[int, ...] = MEASURED_NODE_COUNTS,
     prefix_lengths: tuple[int, ...] = MEASURED_PREFIX_LENGTHS,
-    repeats: int = 2,
+    repeats: int | None = None,
 ) -> VerifyCosts:
     """Time `verify_tree` for every node count at every prefix length on a scratch cache, the fastest of `repeats`
-    runs each (one more at the shortest prefix, whose row decides which node counts are timed at all).
+    runs each (default: 2 on a CPU, where other work disturbs single runs, 1 on an accelerator), and one run more
+    at the shortest prefix, whose row decides which node counts are timed at all and warms every shape up.
 
     A prefix length whose scratch cache does not fit in the device's memory ends the measurement there: longer
     prefixes are extrapolated from the shorter ones.
     """
     device = torch.device(device)
+    repeats = repeats or (2 if device.type == "cpu" else 1)
     prefix_lengths = _safe_prefix_lengths(target, prefix_lengths, max(node_counts))
     cache = DynamicCache(config=target.config)
     rows: list[list[float]] = []
