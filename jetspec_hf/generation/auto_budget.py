@@ -14,8 +14,10 @@ context on a CPU, unpredictable text), the policy verifies the root alone and dr
 whether drafts would pay again: k doubles while they do not and falls back to 1 as soon as they do; once drafts
 have not paid for a while, k is also never so small that probes cost more than 1% of the time (a probe after a long
 stretch without drafts also catches the head's context up on every position since, which at a long prompt costs
-several plain steps). Probe rounds also keep the calibration current. A fresh calibration drafts its first
-`WARMUP_ROUNDS` rounds regardless, since until then its expectations are the prior's, not the head's.
+several plain steps). A probe that clearly paid is followed by another at once, and where drafting paid in a good
+share of recent rounds a call's first round probes (a new prompt is new text). Probe rounds also keep the
+calibration current. A fresh calibration drafts its first `WARMUP_ROUNDS` rounds regardless, since until then its
+expectations are the prior's, not the head's.
 
 What one (head, target, device, decoding settings) has learnt carries over to the next `generate` call in the same
 process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and measured
@@ -57,6 +59,9 @@ MAX_PROBE_INTERVAL, PROBE_SHARE, MAX_PROBE_WAIT = 64, 0.01, 1024
 # Where at least this share of the last ~`PAYING_SHARE_MEMORY` rounds drafted because it paid, a call's first round
 # drafts even while drafting had stopped paying: a new prompt is new text.
 NEW_TEXT_PROBE_SHARE, PAYING_SHARE_MEMORY = 0.25, 128
+# Drafting must promise this many times plain decoding's rate: near break-even the prediction's errors would cost
+# more than the little there is to gain.
+DRAFT_MARGIN = 1.05
 # A probe "paid" when the plain rounds it replaced would have taken this many times its own time.
 PROBE_PAID_FACTOR = 1.5
 # Weight of the newest drafted round in the expectation curve that decides whether to draft, and of the newest
@@ -194,7 +199,8 @@ class AutoBudget:
         if self._current is not None and self._current.exploring:
             rates[sizes < min(EXPLORING_SIZE, len(tree))] = 0.0
         best = int(np.argmax(rates))
-        state.outlook = expected if state.outlook is None else state.outlook + OUTLOOK_WEIGHT * (expected - state.outlook)
+        previous = expected if state.outlook is None else state.outlook
+        state.outlook = previous + OUTLOOK_WEIGHT * (expected - previous)
         chosen = int(sizes[best])
         self._chosen_expectation = float(expected[best])
         state.recent_sizes.append(chosen)
@@ -220,11 +226,11 @@ class AutoBudget:
         return draft
 
     def _drafting_pays(self, prefix_length: int) -> bool:
-        """Whether the recent rounds' expectations say a drafted round commits more tokens per second than the root
-        alone."""
+        """Whether the recent rounds' expectations say a drafted round commits tokens faster than the root alone (by
+        `DRAFT_MARGIN`)."""
         costs, outlook = self.state.costs, self.state.outlook
         drafted = (1.0 + outlook) / costs.round_seconds(self.sizes, prefix_length, drafted=True)
-        return bool(drafted.max() * costs.round_seconds_at(1, prefix_length, drafted=False) > 1.0)
+        return bool(drafted.max() * costs.round_seconds_at(1, prefix_length, drafted=False) > DRAFT_MARGIN)
 
     def _probe_wait(self, prefix_length: int) -> float:
         """Rounds without a draft before the next probe."""

@@ -227,7 +227,9 @@ def _lengthen(cache: DynamicCache, length: int) -> None:
 
 def _safe_prefix_lengths(target: PreTrainedModel, prefix_lengths: tuple[int, ...], max_nodes: int) -> tuple[int, ...]:
     rope = getattr(target.config, "rope_parameters", None) or {}
-    rope_types = {rope.get("rope_type")} | {value.get("rope_type") for value in rope.values() if isinstance(value, dict)}
+    # One set of parameters, or one per layer type.
+    per_type = [value for value in rope.values() if isinstance(value, dict)]
+    rope_types = {rope.get("rope_type"), *(value.get("rope_type") for value in per_type)}
     if not rope_types & _STATEFUL_ROPE_TYPES:
         return prefix_lengths
     longest = target.config.max_position_embeddings - max_nodes - 1

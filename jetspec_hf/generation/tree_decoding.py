@@ -198,7 +198,8 @@ class _GenerationRecord:
         self.accepted_lengths.append(committed)
         self.tree_sizes.append(tree_size)
 
-    def output(self, sequences: torch.LongTensor, cache, expected_accepted: list[float] | None) -> JetSpecGenerateOutput:
+    def output(self, sequences: torch.LongTensor, cache, expected_accepted: list[float] | None = None
+               ) -> JetSpecGenerateOutput:
         return JetSpecGenerateOutput(
             sequences=sequences,
             scores=tuple(self.scores) if self.keep_scores else None,
