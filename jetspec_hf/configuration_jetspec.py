@@ -10,8 +10,15 @@ from transformers import AutoConfig, Qwen3Config
 # The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
-# Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them.
-DEFAULT_TREE_SETTINGS = {"tree_budget": 64, "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0}
+# Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them. The
+# budget is chosen every round from this machine's measured costs and the head's calibrated confidence
+# (`generation/auto_budget.py`); an integer fixes it.
+DEFAULT_TREE_SETTINGS = {
+    "tree_budget": "auto", "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0,
+}
+# The budget of a batch of several sequences that sets none: `"auto"` measures one-row verify forwards, and rows of a
+# batch share each round's forward. 16 was the fastest fixed budget for batches of 4 and 8 on the bundled pair (CPU).
+DEFAULT_BATCH_TREE_BUDGET = 16
 
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
@@ -123,4 +130,4 @@ class JetSpecConfig(Qwen3Config):
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
 AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
-__all__ = ["DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]
+__all__ = ["DEFAULT_BATCH_TREE_BUDGET", "DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]

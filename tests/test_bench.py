@@ -66,8 +66,8 @@ def test_bench_runs_every_method_and_writes_json_and_png(bench_files, tmp_path, 
     rows = {row["name"]: row for row in report["methods"]}
     kinds = [row["kind"] for row in report["methods"]]
     expected_kinds = ["plain", "hf-assisted", "hf-prompt-lookup", "hf-dflash", "hf-dflash", "jetspec-chain",
-                      "jetspec-tree", "jetspec-tree", "jetspec-fanout", "jetspec-fanout", "jetspec-hybrid",
-                      "jetspec-hybrid", "dflash-chain", "dflash-tree", "dflash-tree"]
+                      "jetspec-tree", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-fanout",
+                      "jetspec-hybrid", "jetspec-hybrid", "dflash-chain", "dflash-tree", "dflash-tree"]
     assert kinds == expected_kinds
     keys = {"name", "kind", "tree_budget", "tree_width", "tau", "target_forwards_per_token", "tokens_per_second",
             "speedup", "matches_plain", "skipped_reason"}
@@ -90,7 +90,8 @@ def test_bench_runs_every_method_and_writes_json_and_png(bench_files, tmp_path, 
     assert chain["tree_width"] == 1 and chain["tree_budget"] == 8  # block_size 8: depth 7, root included
     assert {row["tree_expansion"] for row in report["methods"] if row["kind"] == "jetspec-fanout"} == {"fanout"}
     assert all(row["lookup_tokens"] for row in report["methods"] if row["kind"] == "jetspec-hybrid")
-    tree_kinds = ("-tree", "-chain", "-fanout", "-hybrid")
+    assert rows["JetSpec tree auto"]["tree_budget"] == "auto"
+    tree_kinds = ("-tree", "-chain", "-auto", "-fanout", "-hybrid")
     for row in report["methods"]:
         if row["kind"].endswith(tree_kinds):
             assert row["tau"] >= 1.0

@@ -18,13 +18,16 @@ from ..generation.validation import resolve_tree_settings
 from .prompts import PromptBatch
 
 # Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
-# tree (the default), `fanout` the published reference's full fan-out, `hybrid` the node-level tree plus a
-# prompt-lookup branch, `compiled` plain decoding and node-level trees with a static cache and compiled forwards.
-METHOD_GROUPS = ("assisted", "lookup", "hf-dflash", "chain", "tree", "fanout", "hybrid", "dflash-tree", "compiled")
+# tree at fixed budgets, `auto` the node-level tree with `tree_budget="auto"`, `fanout` the published reference's full
+# fan-out, `hybrid` the node-level tree plus a prompt-lookup branch, `compiled` plain decoding and node-level trees
+# with a static cache and compiled forwards.
+METHOD_GROUPS = (
+    "assisted", "lookup", "hf-dflash", "chain", "tree", "auto", "fanout", "hybrid", "dflash-tree", "compiled",
+)
 # Not run unless asked for: compiling takes minutes on a CPU.
 DEFAULT_METHOD_GROUPS = tuple(group for group in METHOD_GROUPS if group != "compiled")
-TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-fanout", "jetspec-hybrid", "dflash-chain", "dflash-tree",
-              "jetspec-tree-compiled")
+TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-hybrid", "dflash-chain",
+              "dflash-tree", "jetspec-tree-compiled")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Method:
         name: row label in the table and JSON.
         kind: `plain`, `hf-assisted`, `hf-prompt-lookup`, `hf-dflash`, or a tree-path kind (`TREE_KINDS`).
         head: which drafter it uses (`jetspec`, `dflash`, `draft-lm`, `prompt`, or `None` for plain).
-        tree_budget, tree_width: the tree shape (tree-path methods only).
+        tree_budget, tree_width: the tree shape (tree-path methods only); the budget may be `"auto"`.
         tree_expansion: `node` or `fanout` (tree-path methods only).
         lookup_tokens: length of the prompt-lookup branch (hybrid trees; the chain length for HF prompt lookup).
         stock: whether it is a stock transformers path; those may fail on a given model, and a failure is then
@@ -56,7 +59,7 @@ class Method:
     name: str
     kind: str
     head: str | None = None
-    tree_budget: int | None = None
+    tree_budget: int | str | None = None
     tree_width: int | None = None
     tree_expansion: str | None = None
     lookup_tokens: int | None = None
@@ -139,7 +142,7 @@ def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None
 FANOUT_WIDTH = 8
 
 
-def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: MethodSettings, *, budget: int,
+def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: MethodSettings, *, budget: int | str,
                  width: int, expansion: str = "node", lookup_tokens: int | None = None) -> Method:
     tree_settings = dict(tree_budget=budget, tree_width=width, tree_depth=settings.tree_depth, tree_expansion=expansion)
     if lookup_tokens:
@@ -171,6 +174,9 @@ def _tree_methods(target, head, label: str, head_kind: str, settings: MethodSett
                                     settings, budget=budget, width=width))
     if head_kind != "jetspec":
         return methods
+    if "auto" in groups:
+        methods.append(_tree_method(target, head, f"{label} tree auto", "jetspec-auto", head_kind, settings,
+                                    budget="auto", width=width))
     for budget in settings.budgets if "fanout" in groups else ():
         methods.append(_tree_method(target, head, f"{label} fan-out tree b={budget}", "jetspec-fanout", head_kind,
                                     settings, budget=budget, width=settings.tree_width or FANOUT_WIDTH,

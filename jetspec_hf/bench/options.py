@@ -14,9 +14,10 @@ Benchmark JetSpec tree decoding against plain greedy decoding and every peer a t
 process, on the same prompts, with the methods interleaved call by call (each keeps its fastest call per prompt):
 plain generate(); HF assisted generation with a small draft LM; HF prompt lookup; transformers' built-in linear
 DFlash path with the same head; the head as a chain; node-level trees, the published reference's full fan-out
-trees, and node-level trees with a prompt-lookup branch (hybrid) at each budget; and a bidirectional (DFlash) head
-through the same tree path. Every method's output is checked token for token against plain greedy output; any
-difference is reported and makes the command exit non-zero.
+trees, and node-level trees with a prompt-lookup branch (hybrid) at each budget; node-level trees with
+tree_budget="auto" (the size chosen every round); and a bidirectional (DFlash) head through the same tree path.
+Every method's output is checked token for token against plain greedy output; any difference is reported and
+makes the command exit non-zero.
 
 Without --target, the bundled models under examples/models/ are used (target, jetspec_head, and dflash_head /
 draft_lm when present) with the bundled held-out prompts.

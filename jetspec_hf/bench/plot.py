@@ -6,7 +6,8 @@ from pathlib import Path
 
 HEAD_LABELS = {"jetspec": "JetSpec head (causal)", "dflash": "DFlash head (bidirectional)"}
 HEAD_COLORS = {"jetspec": "tab:blue", "dflash": "tab:orange"}
-PEER_STYLES = {"hf-assisted": ":", "hf-prompt-lookup": "-.", "hf-dflash": "--"}
+# Methods without a fixed budget: horizontal reference lines (the auto budget picks its own every round).
+PEER_STYLES = {"hf-assisted": ":", "hf-prompt-lookup": "-.", "hf-dflash": "--", "jetspec-auto": (0, (1, 1))}
 
 
 def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:

@@ -12,6 +12,9 @@ from typing import Protocol
 
 from .tree import DraftTree
 
+# `tree_budget="auto"`: the size of each round's tree chosen by `auto_budget.AutoBudget`.
+AUTO_BUDGET = "auto"
+
 
 class BudgetPolicy(Protocol):
     """What the loop needs from a budget policy."""
@@ -32,6 +35,11 @@ class FixedBudget:
     """The same budget every round: `tree_budget=<int>`."""
 
     def __init__(self, budget: int):
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(
+                f"A fixed budget is an integer >= 1, got {budget!r}; `tree_budget='auto'` runs with the "
+                "`AutoBudget` policy that `generate` builds (pass `budget_policy=` when calling `tree_decoding`)."
+            )
         self.max_budget = budget
 
     def wants_draft(self, prefix_length: int) -> bool:
@@ -44,4 +52,4 @@ class FixedBudget:
         pass
 
 
-__all__ = ["BudgetPolicy", "FixedBudget"]
+__all__ = ["AUTO_BUDGET", "BudgetPolicy", "FixedBudget"]

@@ -21,8 +21,10 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, Sto
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .auto_budget import auto_budget_policy
+from .budget import AUTO_BUDGET
 from .capture import has_capture_hooks, install_capture_hooks
-from .options import GenerateOptions, check_generation_options
+from .options import GenerateOptions, check_generation_options, prompt_batch_size
 from .tree_decoding import tree_decoding
 from .validation import (
     TREE_SETTING_NAMES,
@@ -122,7 +124,8 @@ def generate_with_draft_head(
     defaults.
 
     Args:
-        tree_budget: nodes verified per round, root included.
+        tree_budget: nodes verified per round, root included, or `"auto"` (chosen every round from this machine's
+            measured costs and the head's calibrated confidence).
         tree_width: at most this many head-ranked children per tree node.
         tree_depth: maximum tree depth, 1..block_size-1.
         tree_expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (the published reference's
@@ -138,12 +141,22 @@ def generate_with_draft_head(
     setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}
     options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
     check_generation_options(options, inputs, kwargs, streamer)
-    tree_settings = resolve_tree_settings(draft_head, setting_kwargs, generation_config, target.generation_config)
+    tree_settings = resolve_tree_settings(
+        draft_head, setting_kwargs, generation_config, target.generation_config,
+        batch_size=prompt_batch_size(inputs, kwargs),
+    )
     warn_on_head_placement(draft_head, target)
     stopping_criteria = _with_stop_strings(stopping_criteria, options.value("stop_strings"), tokenizer)
 
     generation_config, kwargs = _without_consumed_settings(target, generation_config, kwargs)
 
+    budget_policy = None
+    if tree_settings.budget == AUTO_BUDGET:
+        # Measures this machine's verify costs on the first such call of the process (docs/design.md §5).
+        decoding = copy.deepcopy(generation_config if generation_config is not None else target.generation_config)
+        decoding.update(**kwargs)
+        device = _input_device(target, inputs, kwargs)
+        budget_policy = auto_budget_policy(target, draft_head, decoding, tree_settings, device)
     guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(
         tree_decoding,
@@ -151,6 +164,7 @@ def generate_with_draft_head(
         tree_settings=tree_settings,
         streamer=guarded_streamer,
         round_profiler=round_profiler,
+        budget_policy=budget_policy,
     )
     try:
         return GenerationMixin.generate(
@@ -192,6 +206,12 @@ def _without_consumed_settings(target, generation_config, kwargs):
         if name in generation_config.__dict__:
             setattr(generation_config, name, None)
     return generation_config, kwargs
+
+
+def _input_device(target: PreTrainedModel, inputs, model_kwargs: dict):
+    """Where `generate` will put the prompt: the device of the ids passed, else the target's embeddings'."""
+    ids = inputs if inputs is not None else model_kwargs.get("input_ids")
+    return ids.device if hasattr(ids, "device") else target.get_input_embeddings().weight.device
 
 
 def _with_stop_strings(stopping_criteria, stop_strings, tokenizer) -> StoppingCriteriaList:

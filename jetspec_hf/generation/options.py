@@ -40,6 +40,12 @@ class GenerateOptions:
         return None
 
 
+def prompt_batch_size(inputs, call_kwargs: dict) -> int:
+    """How many sequences the call generates: the rows of the `input_ids` passed (1 when none are)."""
+    input_ids = inputs if inputs is not None else call_kwargs.get("input_ids")
+    return input_ids.shape[0] if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 else 1
+
+
 def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict, streamer=None) -> None:
     """Refuse, with a message naming the option, every argument the tree path does not support."""
     input_ids = inputs if inputs is not None else call_kwargs.get("input_ids")
@@ -48,11 +54,9 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
             "JetSpec tree decoding needs token ids: the draft head and the prompt lookup read `input_ids`, and "
             "`inputs_embeds` cannot be verified as a tree. Pass `input_ids` instead of `inputs_embeds`."
         )
-    batch_size = 1
-    if isinstance(input_ids, torch.Tensor):
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids` of shape (B, L)).")
-        batch_size = input_ids.shape[0]
+    if isinstance(input_ids, torch.Tensor) and (input_ids.dim() != 2 or input_ids.shape[1] == 0):
+        raise ValueError("JetSpec tree decoding needs at least one prompt token (`input_ids` of shape (B, L)).")
+    batch_size = prompt_batch_size(inputs, call_kwargs)
     if batch_size > 1:
         _check_batch_options(options, call_kwargs, batch_size, streamer)
     if call_kwargs.get("position_ids") is not None:

@@ -20,6 +20,9 @@ class JetSpecGenerateOutput(GenerateDecoderOnlyOutput):
         lookup_lengths (`list[int]`, *optional*):
             With `prompt_lookup_num_tokens`: how many of each round's accepted draft tokens the prompt-lookup branch
             had proposed.
+        expected_accepted (`list[float]`, *optional*):
+            With `tree_budget="auto"`: the calibrated expected number of accepted draft tokens of each round's
+            verified tree (0 for a root-only round), next to what was accepted (`accepted_lengths` minus one).
 
     The first new token comes from the prefill's logits, as in plain decoding, and belongs to no round.
     """
@@ -27,6 +30,7 @@ class JetSpecGenerateOutput(GenerateDecoderOnlyOutput):
     accepted_lengths: list[int] | None = None
     tree_sizes: list[int] | None = None
     lookup_lengths: list[int] | None = None
+    expected_accepted: list[float] | None = None
 
     @property
     def tau(self) -> float:

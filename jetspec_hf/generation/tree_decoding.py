@@ -319,7 +319,16 @@ def _output(rows, sequences, cache, keep_scores: bool, keep_logits: bool) -> Jet
         accepted_lengths=rows[0].accepted_lengths if single else [row.accepted_lengths for row in rows],
         tree_sizes=rows[0].tree_sizes if single else [row.tree_sizes for row in rows],
         lookup_lengths=(rows[0].lookup_lengths if single else [row.lookup_lengths for row in rows]) if lookup else None,
+        expected_accepted=_expected_accepted(rows, single),
     )
+
+
+def _expected_accepted(rows, single: bool):
+    """Per round, the expected accepted draft tokens of each row's verified tree, where its policy predicts them."""
+    expected = [getattr(row.policy, "expected_accepted", None) for row in rows]
+    if all(values is None for values in expected):
+        return None
+    return expected[0] if single else expected
 
 
 def _branch_outcome(tree: DraftTree, branch, committed_tokens: list[int]) -> tuple[int, int]:

@@ -8,8 +8,9 @@ import torch
 from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
 from transformers.utils import logging
 
-from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
+from ..configuration_jetspec import DEFAULT_BATCH_TREE_BUDGET, DEFAULT_TREE_SETTINGS
 from ..modeling_jetspec import JetSpecDraftModel
+from .budget import AUTO_BUDGET
 from .tree import TREE_EXPANSIONS
 from .tree_attention import install_tree_attention, routes_tree_attention
 
@@ -29,25 +30,28 @@ class TreeSettings:
     """Shape of each round's tree.
 
     Attributes:
-        budget: nodes verified per round, root included (1 = plain decoding).
+        budget: nodes verified per round, root included (1 = plain decoding), or `"auto"`: chosen every round from
+            this machine's measured costs and the head's calibrated confidence (`auto_budget.py`).
         width: at most this many head-ranked children per node.
         depth: deepest tree level.
         expansion: `"node"` (best nodes one at a time) or `"fanout"` (the published reference's rule).
         lookup_tokens: length of the prompt-lookup branch added to every tree (0 = none).
     """
 
-    budget: int
+    budget: int | str
     width: int
     depth: int
     expansion: str = "node"
     lookup_tokens: int = 0
 
 
-def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
+def resolve_tree_settings(head: JetSpecDraftModel, *sources, batch_size: int = 1) -> TreeSettings:
     """Each tree setting from the first of `sources` that sets it, then from the head's generation config (its
     folder's `generation_config.json`), then `DEFAULT_TREE_SETTINGS`; ranges checked.
 
     `sources` are dicts (call kwargs) or objects with attributes (generation configs), highest priority first.
+    `tree_budget="auto"` sizes the trees of one sequence: a batch of several that sets no budget gets
+    `DEFAULT_BATCH_TREE_BUDGET`, and one that asks for `"auto"` is refused.
     """
     config = head.config
     sources = (*sources, getattr(head, "generation_config", None))
@@ -59,13 +63,24 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
                 return value
         return default
 
-    budget = first_set("tree_budget", DEFAULT_TREE_SETTINGS["tree_budget"])
+    budget = first_set("tree_budget", None)
+    if budget is None:
+        budget = DEFAULT_TREE_SETTINGS["tree_budget"] if batch_size == 1 else DEFAULT_BATCH_TREE_BUDGET
+    elif budget == AUTO_BUDGET and batch_size > 1:
+        raise ValueError(
+            f"`tree_budget={AUTO_BUDGET!r}` sizes each round's tree for one sequence, from the costs of one-row "
+            f"verify forwards; it does not size a batch (got {batch_size} sequences). Pass an integer `tree_budget` "
+            f"for batches (left unset, a batch uses {DEFAULT_BATCH_TREE_BUDGET})."
+        )
     width = first_set("tree_width", DEFAULT_TREE_SETTINGS["tree_width"])
     depth = first_set("tree_depth", config.max_tree_depth)
     expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])
     lookup_tokens = first_set("prompt_lookup_num_tokens", DEFAULT_TREE_SETTINGS["prompt_lookup_num_tokens"])
-    if not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"`tree_budget` must be an integer >= 1 (nodes per round, root included), got {budget!r}.")
+    if budget != AUTO_BUDGET and (not isinstance(budget, int) or budget < 1):
+        raise ValueError(
+            f"`tree_budget` must be an integer >= 1 (nodes per round, root included) or {AUTO_BUDGET!r} (chosen per "
+            f"round from measured costs), got {budget!r}."
+        )
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"`tree_width` must be an integer >= 1 (children per tree node), got {width!r}.")
     if not isinstance(depth, int) or not 1 <= depth <= config.max_tree_depth:

@@ -1,5 +1,5 @@
-"""Model cards for draft heads (and plain causal LMs), rendered from the Jinja templates shipped in
-`jetspec_hf/hub/templates/`.
+"""Model cards for draft heads (and plain causal LMs), rendered from the Jinja templates in `hub_cards/`
+(shipped in the package as `jetspec_hf/hub/templates/`, a link to it).
 
 Everything a card states is computed from the saved config, the weight files, a training record and a bench JSON
 (`card_facts`, `card_training`, `card_results`); the templates only lay it out. Missing inputs leave their section

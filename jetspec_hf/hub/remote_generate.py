@@ -71,7 +71,8 @@ def generate(
         model: a Qwen3 / Qwen3-MoE target (any attention backend but paged attention).
         draft_head: the head to draft with: a repo id or folder, or a loaded `JetSpecDraftModel` of this module.
             Defaults to the repository this code was published in (`HEAD_LOCATION`).
-        tree_budget, tree_width, tree_depth: tree shape per round (default: the head config's values).
+        tree_budget, tree_width, tree_depth: tree shape per round (default: the head config's values, else
+            `tree_budget="auto"`, chosen every round from this machine's measured costs).
         kwargs: everything `generate` accepts (`max_new_tokens`, `do_sample`, `stop_strings` with `tokenizer`,
             ...); `revision`, `cache_dir`, `token` also select where the head is fetched from.
 

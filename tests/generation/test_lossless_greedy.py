@@ -20,7 +20,7 @@ def dense_pair():
     return _pair()
 
 
-@pytest.mark.parametrize("budget", [1, 8, 64])
+@pytest.mark.parametrize("budget", [1, 8, 64, "auto"])
 @pytest.mark.parametrize("max_new_tokens", [1, 7, 24])
 def test_greedy_equals_plain_on_prompts_budgets_and_lengths(dense_pair, budget, max_new_tokens):
     target, head = dense_pair
@@ -189,7 +189,7 @@ def _repeating_prompt(seed, period, length):
     return pattern.repeat(1, length // period + 1)[:, :length]
 
 
-@pytest.mark.parametrize("budget", [2, 8, 32])
+@pytest.mark.parametrize("budget", [2, 8, 32, "auto"])
 @pytest.mark.parametrize("lookup_tokens", [1, 4, 10])
 def test_hybrid_tree_with_prompt_lookup_equals_plain(dense_pair, budget, lookup_tokens):
     target, head = dense_pair

@@ -132,6 +132,17 @@ def test_tree_sampling_matches_exact_and_plain_distribution(target, heads, setti
         assert p_value > SIGNIFICANCE, f"{head_name}: tree sampling departs from the target's distribution"
 
 
+def test_auto_budget_sampling_matches_exact_distribution(target, heads):
+    # The auto policy's trees change size from round to round (and it verifies the root alone when drafts do not
+    # pay); each round is still an exact draw.
+    settings = SETTINGS["temperature-0.7-top-k-5"]
+    exact = exact_distribution(target, settings)
+    torch.manual_seed(3)
+    tree_kwargs = dict(heads["complete-tree"], tree_budget="auto")
+    counts = sample_counts(target, settings, RUNS, **tree_kwargs)
+    assert chi_square_p_value(counts, exact, RUNS) > SIGNIFICANCE
+
+
 def test_complete_tree_accepts_deeply_while_sampling(target, heads):
     output = target.generate(
         PROMPT, do_sample=True, max_new_tokens=NEW_TOKENS, return_dict_in_generate=True, **heads["complete-tree"]

@@ -1,0 +1,204 @@
+"""`tree_budget="auto"`: the per-round choice under stubbed cost tables and stubbed head confidences, falling back
+to plain rounds and growing again, and the policy inside `generate`."""
+
+import numpy as np
+import pytest
+import torch
+
+import jetspec_hf
+from jetspec_hf.generation import auto_budget
+from jetspec_hf.generation.auto_budget import (
+    EXPLORING_SIZE,
+    MAX_PROBE_WAIT,
+    PROBE_SHARE,
+    WARMUP_ROUNDS,
+    AutoBudget,
+    AutoBudgetState,
+    auto_budget_policy,
+)
+from jetspec_hf.generation.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
+from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
+from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
+from jetspec_hf.generation.validation import resolve_tree_settings
+from tiny_models import random_prompt, tiny_head, tiny_target
+
+NODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PREFIXES = (64, 1024, 4096)
+# A GPU-like verify: a 256-node tree costs a tenth more than one node, at every prefix length.
+FLAT = VerifyCosts(NODES, PREFIXES, tuple(tuple(0.020 * (1 + n / 2560) * (1 + p / 40960) for n in NODES)
+                                          for p in PREFIXES))
+# A CPU-like verify: roughly linear in the node count beyond a few nodes, and in the prefix length.
+STEEP = VerifyCosts(NODES, PREFIXES, tuple(tuple(0.005 * (1 + n / 12) * (1 + p / 1500) for n in NODES)
+                                           for p in PREFIXES))
+GREEDY_LIKE, SAMPLING_LIKE = (1.1, 0.6), (0.6, -1.5)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Simulation:
+    """Rounds of the loop against a policy: the clock advances by the table's costs (times `slowdown`), and the
+    target accepts by the true calibration `truth` (an (a, b) of the calibration's model)."""
+
+    def __init__(self, verify: VerifyCosts, draft_seconds=0.003, seed=0, slowdown=1.0, state=None):
+        self.clock = FakeClock()
+        self.verify, self.draft_seconds, self.slowdown = verify, draft_seconds, slowdown
+        self.state = state or AutoBudgetState(costs=RoundCosts(verify, draft_seconds),
+                                              calibration=ConfidenceCalibration())
+        self.drifts = []
+        self.policy = AutoBudget(self.state, on_drift=lambda: self.drifts.append(len(self.sizes)), clock=self.clock)
+        self.generator, self.rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+        self.sizes: list[int] = []
+        self.catch_up_seconds = 0.0
+
+    def run(self, rounds: int, truth, sharpness: float, prefix_length: int = 200) -> list[int]:
+        start = len(self.sizes)
+        for _ in range(rounds):
+            if self.policy.wants_draft(prefix_length):
+                self.clock.now += self.draft_seconds + self.catch_up_seconds
+                logits = torch.randn(15, 64, generator=self.generator) * sharpness
+                grown = build_tree(0, depth_candidates(logits, width=8), self.policy.max_budget, 8)
+                tree = grown.truncated(self.policy.choose(grown, prefix_length))
+            else:
+                tree = DraftTree.root_only(0)
+            self.clock.now += self.slowdown * self.verify.seconds_at(len(tree), prefix_length)
+            arrays = TreeArrays.of(tree)
+            chances = held_acceptance(path_probabilities(arrays, *truth) @ arrays.depth_one_hot)
+            self.policy.observe(tree, int((chances > self.rng.random()).sum()))
+            self.sizes.append(len(tree))
+        return self.sizes[start:]
+
+
+def test_cheap_verify_chooses_large_trees_and_costly_verify_small_ones():
+    # The same confident head on a GPU-like and a CPU-like table.
+    sizes = {}
+    for name, table in (("flat", FLAT), ("steep", STEEP)):
+        simulation = Simulation(table, draft_seconds=0.001)
+        sizes[name] = simulation.run(200, GREEDY_LIKE, sharpness=3.0)[50:]
+    assert np.median(sizes["flat"]) >= 128
+    assert 2 <= np.median(sizes["steep"]) <= 32
+
+
+def test_trees_shrink_as_the_prefix_makes_verifies_costlier():
+    simulation = Simulation(STEEP)
+    short = simulation.run(150, GREEDY_LIKE, sharpness=3.0, prefix_length=64)[50:]
+    long = simulation.run(150, GREEDY_LIKE, sharpness=3.0, prefix_length=4000)[50:]
+    assert np.median(long) < np.median(short)
+
+
+def test_choice_maximises_tokens_per_second_under_the_calibrated_expectation():
+    simulation = Simulation(STEEP)
+    policy, state = simulation.policy, simulation.state
+    logits = torch.randn(15, 64, generator=torch.Generator().manual_seed(3)) * 3.0
+    tree = build_tree(0, depth_candidates(logits, width=8), 64, 8)
+    policy.wants_draft(500)
+    chosen = policy.choose(tree, 500)
+    arrays = TreeArrays.of(tree)
+    rates = {n: (1 + state.calibration.expected_accepted(arrays, np.array([n]))[0])
+             / state.costs.round_seconds_at(n, 500, drafted=True) for n in auto_budget.BUCKET_SIZES if n <= 64}
+    assert chosen == max(rates, key=rates.get)
+
+
+def test_falls_back_to_plain_rounds_when_drafts_do_not_pay_and_grows_again_when_they_do():
+    simulation = Simulation(STEEP, draft_seconds=0.004)
+    # Sampling-like: an unsure head whose tokens the target rarely takes.
+    poor = simulation.run(600, SAMPLING_LIKE, sharpness=0.5)
+    # The first rounds draft (and verify a few nodes) whatever the prior says, to calibrate it.
+    assert all(size >= EXPLORING_SIZE for size in poor[:WARMUP_ROUNDS])
+    settled = poor[100:]
+    assert sum(size == 1 for size in settled) >= 0.95 * len(settled)
+    # It keeps probing, less and less often, until the probes take about PROBE_SHARE of the time.
+    probes = [index for index, size in enumerate(poor) if size > 1 and index >= WARMUP_ROUNDS]
+    gaps = np.diff(probes)
+    assert len(probes) >= 4 and gaps[-1] > 4 * gaps[0] and gaps.max() <= MAX_PROBE_WAIT
+    late_probes = sum(index >= 200 for index in probes)
+    # What a probe costs beyond the plain round it replaces (a probe verifies 4 to 8 nodes).
+    probe_seconds = late_probes * (simulation.draft_seconds + STEEP.seconds_at(8, 200) - STEEP.seconds_at(1, 200))
+    assert 0 < probe_seconds < 2 * PROBE_SHARE * (len(poor) - 200) * STEEP.seconds_at(1, 200)
+    # The text turns predictable: the next probe pays, the calibration catches up, drafting resumes and stays.
+    good = simulation.run(300, GREEDY_LIKE, sharpness=3.0)
+    first_drafted = next(index for index, size in enumerate(good) if size > 1)
+    assert first_drafted <= gaps.max()
+    later = good[first_drafted + 20:]
+    assert sum(size > 1 for size in later) >= 0.9 * len(later)
+    assert np.median(later) >= 4
+
+
+def test_expensive_probes_are_spaced_out():
+    simulation = Simulation(STEEP, draft_seconds=0.004)
+    simulation.run(100, SAMPLING_LIKE, sharpness=0.5)
+    # From here every probe also catches the head's context up at the cost of 40 plain rounds.
+    simulation.catch_up_seconds = 40 * STEEP.seconds_at(1, 200)
+    later = simulation.run(2500, SAMPLING_LIKE, sharpness=0.5)
+    probes = [index for index, size in enumerate(later) if size > 1]
+    # Not 40 plain rounds' worth every MAX_PROBE_INTERVAL rounds: probes wait until they are affordable (here
+    # longer than MAX_PROBE_WAIT, the longest wait).
+    assert len(probes) >= 2 and np.diff(probes).min() >= MAX_PROBE_WAIT
+
+
+def test_a_table_the_rounds_disagree_with_is_measured_again():
+    slow = Simulation(STEEP, slowdown=3.0)
+    slow.run(100, GREEDY_LIKE, sharpness=3.0)
+    assert len(slow.drifts) == 1 and slow.drifts[0] >= auto_budget.DRIFT_ROUNDS
+    steady = Simulation(STEEP, slowdown=1.3)
+    steady.run(100, GREEDY_LIKE, sharpness=3.0)
+    assert not steady.drifts
+
+
+def test_no_tree_at_all_when_even_two_nodes_cannot_pay():
+    # A measurement that stopped at one node: every round is a plain one and no head forward runs.
+    lone = VerifyCosts((1,), (64,), ((0.01,),))
+    policy = AutoBudget(AutoBudgetState(costs=RoundCosts(lone, 0.003), calibration=ConfidenceCalibration()))
+    assert policy.max_budget == 1 and not policy.wants_draft(100)
+
+
+def test_what_one_call_learnt_carries_to_the_next(monkeypatch):
+    target = jetspec_hf.enable(tiny_target())
+    head = tiny_head(target)
+    settings = resolve_tree_settings(head, {"tree_budget": "auto"})
+    config = target.generation_config
+    first = auto_budget_policy(target, head, config, settings, torch.device("cpu"))
+    simulation = Simulation(first.state.costs.verify, state=first.state)
+    simulation.policy = first
+    first._clock = simulation.clock
+    simulation.run(30, GREEDY_LIKE, sharpness=3.0)
+    second = auto_budget_policy(target, head, config, settings, torch.device("cpu"))
+    assert second.state.calibration.rounds == first.state.calibration.rounds > 0
+    assert second.state is not first.state  # each call works on its own copy
+    # Other decoding settings learn apart.
+    sampling = auto_budget_policy(target, head, type(config)(do_sample=True, temperature=0.7), settings,
+                                  torch.device("cpu"))
+    assert sampling.state.calibration.rounds == 0
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target = jetspec_hf.enable(tiny_target())
+    return target, tiny_head(target)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 9, 40])
+def test_auto_greedy_output_equals_plain_and_reports_what_it_saw(pair, max_new_tokens):
+    target, head = pair
+    for seed, length in ((0, 3), (1, 17)):
+        prompt = random_prompt(seed, length)
+        expected = target.generate(prompt, do_sample=False, max_new_tokens=max_new_tokens)
+        got = target.generate(prompt, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=head,
+                              tree_budget="auto", return_dict_in_generate=True)
+        assert torch.equal(got.sequences, expected)
+        rounds = len(got.accepted_lengths)
+        assert len(got.tree_sizes) == len(got.expected_accepted) == rounds
+        assert all(size <= 256 for size in got.tree_sizes)
+        assert all(expected == 0.0 for size, expected in zip(got.tree_sizes, got.expected_accepted) if size == 1)
+
+
+def test_fixed_budgets_report_no_expectations(pair):
+    target, head = pair
+    got = target.generate(random_prompt(0, 5), do_sample=False, max_new_tokens=8, assistant_model=head,
+                          tree_budget=8, return_dict_in_generate=True)
+    assert got.expected_accepted is None
