@@ -17,8 +17,9 @@ DEFAULT_TREE_SETTINGS = {
     "tree_budget": "auto", "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0,
 }
 # The budget of a batch of several sequences that sets none: `"auto"` measures one-row verify forwards, and rows of a
-# batch share each round's forward. 16 was the fastest fixed budget for batches of 4 and 8 on the bundled pair (CPU).
-DEFAULT_BATCH_TREE_BUDGET = 16
+# batch share each round's forward, so a batch's trees are smaller than one sequence's. On the bundled pair (CPU, one
+# thread) budget 8 was the fastest for batches of 4 (1.22-1.28x plain), and within 7% of the best (4) for batches of 8.
+DEFAULT_BATCH_TREE_BUDGET = 8
 
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:

@@ -258,14 +258,15 @@ def test_compiled_rows_compile_plain_decoding_and_the_tree_path_alike(bench_file
 
 
 def test_batches_compare_plain_and_tree_rows_and_report_the_ragged_cost(bench_files, tmp_path):
-    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "tree", "--batch-size", "2", "--samples", "3",
-                      "--warmup", "0")
+    argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "tree", "auto", "--batch-size", "2", "--samples",
+                      "3", "--warmup", "0")
     assert main(argv) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["prompts"]["batch_size"] == 2
     rows = {row["kind"]: row for row in report["methods"]}
     # Prompt lookup in transformers takes one sequence: it says so instead of stopping the run.
     assert rows["hf-prompt-lookup"]["skipped_reason"]
+    assert "batch size 1 only" in rows["jetspec-auto"]["skipped_reason"]
     trees = [row for row in report["methods"] if row["kind"] == "jetspec-tree"]
     assert trees and all(row["matches_plain"] and row["speedup"] > 0 for row in trees)
     assert rows["plain"]["new_tokens"] == 3 * 12

@@ -6,6 +6,11 @@ from pathlib import Path
 
 HEAD_LABELS = {"jetspec": "JetSpec head (causal)", "dflash": "DFlash head (bidirectional)"}
 HEAD_COLORS = {"jetspec": "tab:blue", "dflash": "tab:orange"}
+# Other budget series of the JetSpec head: kind -> (label, color, line style).
+VARIANT_SERIES = {
+    "jetspec-fanout": ("JetSpec head, full fan-out tree", "tab:blue", "v--"),
+    "jetspec-hybrid": ("JetSpec head + prompt-lookup branch", "tab:green", "D-"),
+}
 # Methods without a fixed budget: horizontal reference lines (the auto budget picks its own every round).
 PEER_STYLES = {"hf-assisted": ":", "hf-prompt-lookup": "-.", "hf-dflash": "--", "jetspec-auto": (0, (1, 1))}
 
@@ -13,7 +18,7 @@ PEER_STYLES = {"hf-assisted": ":", "hf-prompt-lookup": "-.", "hf-dflash": "--", 
 def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:
     """Write a two-panel PNG from the JSON `methods` rows.
 
-    Tree rows become one line per head; each head's chain is a hollow marker at its budget; stock peers (assisted,
+    Tree rows become one line per head (and per tree variant: full fan-out, prompt-lookup branch); each head's chain is a hollow marker at its budget; stock peers (assisted,
     prompt lookup, linear DFlash) have no budget, so they are horizontal reference lines on the speedup panel.
     """
     import matplotlib
@@ -23,7 +28,7 @@ def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:
     import matplotlib.pyplot as plt
 
     ran = [row for row in rows if row["skipped_reason"] is None]
-    figure, (tau_axis, speed_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (tau_axis, speed_axis) = plt.subplots(1, 2, figsize=(12, 5.6))
     budgets_seen = set()
     for head, label in HEAD_LABELS.items():
         tree = sorted((row for row in ran if row["kind"] == f"{head}-tree"), key=lambda row: row["tree_budget"])
@@ -40,6 +45,14 @@ def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:
             speed_axis.plot(
                 [row["tree_budget"]], [row["speedup"]], "s", mfc="none", color=color, label=f"{label}, chain"
             )
+
+    for kind, (label, color, style) in VARIANT_SERIES.items():
+        series = sorted((row for row in ran if row["kind"] == kind), key=lambda row: row["tree_budget"])
+        if series:
+            budgets = [row["tree_budget"] for row in series]
+            budgets_seen.update(budgets)
+            tau_axis.plot(budgets, [row["tau"] for row in series], style, color=color, label=label)
+            speed_axis.plot(budgets, [row["speedup"] for row in series], style, color=color, label=label)
 
     for row in ran:
         if row["kind"] in PEER_STYLES:
@@ -58,12 +71,14 @@ def plot_report(rows: list[dict], path: Path, title: str | None = None) -> None:
             axis.set_xticks(sorted(budgets_seen))
             axis.set_xticklabels([str(budget) for budget in sorted(budgets_seen)])
         axis.grid(alpha=0.3)
-    for axis in (tau_axis, speed_axis):
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7)
+    # One legend under both panels (the speedup panel has every entry), so that no line is hidden behind it.
+    handles, labels = speed_axis.get_legend_handles_labels()
+    rows = -(-len(labels) // 4)
     if title:
         figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.045 * rows, 1, 1))
+    if handles:
+        figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
