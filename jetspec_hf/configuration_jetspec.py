@@ -16,10 +16,6 @@ from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa:
 DEFAULT_TREE_SETTINGS = {
     "tree_budget": "auto", "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0,
 }
-# The budget of a batch of several sequences that sets none: `"auto"` measures one-row verify forwards, and rows of a
-# batch share each round's forward, so a batch's trees are smaller than one sequence's. On the bundled pair (CPU, one
-# thread) budget 8 was the fastest for batches of 4 (1.22-1.28x plain), and within 7% of the best (4) for batches of 8.
-DEFAULT_BATCH_TREE_BUDGET = 8
 
 
 def default_target_layer_ids(num_target_layers: int, num_tapped_layers: int) -> list[int]:
@@ -131,4 +127,4 @@ class JetSpecConfig(Qwen3Config):
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
 AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
-__all__ = ["DEFAULT_BATCH_TREE_BUDGET", "DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]
+__all__ = ["DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]

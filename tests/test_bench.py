@@ -266,7 +266,7 @@ def test_batches_compare_plain_and_tree_rows_and_report_the_ragged_cost(bench_fi
     rows = {row["kind"]: row for row in report["methods"]}
     # Prompt lookup in transformers takes one sequence: it says so instead of stopping the run.
     assert rows["hf-prompt-lookup"]["skipped_reason"]
-    assert "batch size 1 only" in rows["jetspec-auto"]["skipped_reason"]
+    assert rows["jetspec-auto"]["matches_plain"]
     trees = [row for row in report["methods"] if row["kind"] == "jetspec-tree"]
     assert trees and all(row["matches_plain"] and row["speedup"] > 0 for row in trees)
     assert rows["plain"]["new_tokens"] == 3 * 12

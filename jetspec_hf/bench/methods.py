@@ -100,7 +100,6 @@ class MethodSettings:
     tree_depth: int | None
     prompt_lookup_tokens: int
     groups: tuple[str, ...] = DEFAULT_METHOD_GROUPS
-    batch_size: int = 1
 
 
 def greedy_config(max_new_tokens: int, **extra) -> GenerationConfig:
@@ -176,11 +175,8 @@ def _tree_methods(target, head, label: str, head_kind: str, settings: MethodSett
     if head_kind != "jetspec":
         return methods
     if "auto" in groups:
-        auto = _tree_method(target, head, f"{label} tree auto", "jetspec-auto", head_kind, settings, budget="auto",
-                            width=width)
-        if settings.batch_size > 1:
-            auto.skipped_reason = "tree_budget='auto' sizes one sequence's trees (batch size 1 only)"
-        methods.append(auto)
+        methods.append(_tree_method(target, head, f"{label} tree auto", "jetspec-auto", head_kind, settings,
+                                    budget="auto", width=width))
     for budget in settings.budgets if "fanout" in groups else ():
         methods.append(_tree_method(target, head, f"{label} fan-out tree b={budget}", "jetspec-fanout", head_kind,
                                     settings, budget=budget, width=settings.tree_width or FANOUT_WIDTH,

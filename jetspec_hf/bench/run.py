@@ -95,7 +95,6 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         tree_depth=args.tree_depth,
         prompt_lookup_tokens=args.prompt_lookup_tokens,
         groups=tuple(args.methods),
-        batch_size=args.batch_size,
     )
     methods = build_methods(models, settings)
     _log(f"{len(encoded)} prompts (batches of {args.batch_size}) × {args.max_new_tokens} new tokens, "

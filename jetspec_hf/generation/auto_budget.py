@@ -19,7 +19,12 @@ share of recent rounds a call's first round probes (a new prompt is new text). P
 calibration current. A fresh calibration drafts its first `WARMUP_ROUNDS` rounds regardless, since until then its
 expectations are the prior's, not the head's.
 
-What one (head, target, device, decoding settings) has learnt carries over to the next `generate` call in the same
+A batch decides together: its rows share each round's verify forward, whose cost is that of rows × N nodes (the
+one-row table read at rows × N, which the rounds' own times then correct), so every row verifies the same N and
+drafts or not together. The first row's tree stands for the batch's expectation when N is chosen; every row's tree
+and accepted length calibrate the head.
+
+What one (head, target, device, decoding settings, batch size) has learnt carries over to the next `generate` call in the same
 process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and measured
 again when the rounds' own times drift far from it.
 """
@@ -110,14 +115,16 @@ class AutoBudgetState:
 class _RoundTiming:
     start: float
     prefix_length: int
+    rows: int = 1
     probe: bool = False
     exploring: bool = False
     # Whether the round before it (in this call) drafted too: only then is the draft a round's own cost, without
     # catching the head's context up on the positions committed since it last drafted.
     steady_draft: bool = False
     drafted_at: float | None = None
+    # Verify slots of the round (rows × the widest tree) and tokens committed per row.
     nodes: int = 1
-    committed: int = 1
+    committed: float = 1.0
 
 
 class AutoBudget:
@@ -131,7 +138,9 @@ class AutoBudget:
 
     Attributes:
         expected_accepted: per round, the calibrated expected accepted draft tokens of the verified tree (0 for a
-            root-only round), for the output's statistics.
+            root-only round), for the output's statistics (one sequence; a batch's rows keep their own, see
+            `for_row`).
+        rows: sequences in the current round (the loop says so with `start_round`; 1 otherwise).
     """
 
     def __init__(
@@ -142,7 +151,8 @@ class AutoBudget:
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.state = state
-        self.sizes = np.array([size for size in BUCKET_SIZES if size <= state.costs.verify.max_nodes])
+        self._bucket_sizes = np.array([size for size in BUCKET_SIZES if size <= state.costs.verify.max_nodes])
+        self.rows = 1
         self.expected_accepted: list[float] = []
         self._publish = publish
         self._on_drift = on_drift
@@ -152,6 +162,17 @@ class AutoBudget:
         self._current: _RoundTiming | None = None
         self._finished: _RoundTiming | None = None
         self._first_round = True
+        # A batch's round: rows still to report, and what the first row decided for all of them.
+        self._unreported = 0
+        self._batch_draft: bool | None = None
+        self._batch_size: int | None = None
+        self._batch_observed: list[tuple[DraftTree, int]] = []
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """The bucketed sizes a round may verify: those whose rows × size nodes the verify table covers."""
+        sizes = self._bucket_sizes[self._bucket_sizes * self.rows <= self.state.costs.verify.max_nodes]
+        return sizes if len(sizes) else self._bucket_sizes[:1]
 
     @property
     def max_budget(self) -> int:
@@ -163,7 +184,8 @@ class AutoBudget:
         now = self._clock()
         drafted_before = self._finished is not None and self._finished.drafted_at is not None
         self._close_round(now)
-        self._current = _RoundTiming(start=now, prefix_length=prefix_length, steady_draft=drafted_before)
+        self._current = _RoundTiming(start=now, prefix_length=prefix_length, rows=self.rows,
+                                     steady_draft=drafted_before)
         self._tree = None
         if self.max_budget == 1:
             return False
@@ -193,14 +215,18 @@ class AutoBudget:
             self._current.drafted_at = self._clock()
         state = self.state
         self._tree = TreeArrays.of(tree)
-        sizes = np.minimum(self.sizes, len(tree))
-        expected = state.calibration.expected_accepted(self._tree, sizes)
-        rates = (1.0 + expected) / state.costs.round_seconds(sizes, prefix_length, drafted=True)
+        # The outlook keeps every bucket size (a batch that loses rows may verify larger trees later); the choice is
+        # among the sizes this round's rows allow, a prefix of them.
+        all_sizes = np.minimum(self._bucket_sizes, len(tree))
+        all_expected = state.calibration.expected_accepted(self._tree, all_sizes)
+        previous = all_expected if state.outlook is None else state.outlook
+        state.outlook = previous + OUTLOOK_WEIGHT * (all_expected - previous)
+        allowed = len(self.sizes)
+        sizes, expected = all_sizes[:allowed], all_expected[:allowed]
+        rates = (1.0 + expected) / state.costs.round_seconds(sizes * self.rows, prefix_length, drafted=True)
         if self._current is not None and self._current.exploring:
             rates[sizes < min(EXPLORING_SIZE, len(tree))] = 0.0
         best = int(np.argmax(rates))
-        previous = expected if state.outlook is None else state.outlook
-        state.outlook = previous + OUTLOOK_WEIGHT * (expected - previous)
         chosen = int(sizes[best])
         self._chosen_expectation = float(expected[best])
         state.recent_sizes.append(chosen)
@@ -208,16 +234,55 @@ class AutoBudget:
         return chosen
 
     def observe(self, tree: DraftTree, accepted: int) -> None:
-        if len(tree) > 1 and self._tree is not None:
-            self.state.calibration.observe(self._tree.prefix(len(tree)), accepted)
-            self.expected_accepted.append(self._chosen_expectation)
-        else:
-            self.expected_accepted.append(0.0)
+        self.expected_accepted.append(self._chosen_expectation if len(tree) > 1 and self._tree is not None else 0.0)
+        self._observe_round([(tree, accepted)])
+
+    def _observe_round(self, outcomes: list[tuple[DraftTree, int]]) -> None:
+        """Learn from a finished round: each row's verified tree and accepted draft tokens, first row first."""
+        for index, (tree, accepted) in enumerate(outcomes):
+            if len(tree) > 1 and self._tree is not None:
+                arrays = self._tree.prefix(len(tree)) if index == 0 else TreeArrays.of(tree)
+                self.state.calibration.observe(arrays, accepted)
         if self._current is not None:
-            self._current.nodes, self._current.committed = len(tree), accepted + 1
+            widest = max(len(tree) for tree, _ in outcomes)
+            self._current.nodes = widest * len(outcomes)
+            self._current.committed = sum(accepted + 1 for _, accepted in outcomes) / len(outcomes)
             self._finished, self._current = self._current, None
         if self._publish is not None:
             self._publish(self.state)
+
+    # A batch: the loop calls `start_round` with the number of rows, then asks each row's `_RowBudget`.
+
+    def start_round(self, rows: int) -> None:
+        """A round of `rows` sequences begins; their `_RowBudget`s will each ask and report once."""
+        self.rows = rows
+        self._unreported = rows
+        self._batch_draft = self._batch_size = None
+        self._batch_observed = []
+
+    def for_row(self) -> _RowBudget:
+        """The budget of one row of a batch: the batch decides together (see the module doc)."""
+        return _RowBudget(self)
+
+    def _row_wants_draft(self, prefix_length: int) -> bool:
+        if self._batch_draft is None:
+            self._batch_draft = self.wants_draft(prefix_length)
+        return self._batch_draft
+
+    def _row_choose(self, tree: DraftTree, prefix_length: int) -> tuple[int, float]:
+        """The batch's size (chosen on the first row's tree), and this row's expectation at it."""
+        if self._batch_size is None:
+            self._batch_size = self.choose(tree, prefix_length)
+            return self._batch_size, self._chosen_expectation
+        size = min(self._batch_size, len(tree))
+        expected = self.state.calibration.expected_accepted(TreeArrays.of(tree), np.array([size]))
+        return size, float(expected[0])
+
+    def _row_observe(self, tree: DraftTree, accepted: int) -> None:
+        self._batch_observed.append((tree, accepted))
+        self._unreported -= 1
+        if self._unreported == 0:
+            self._observe_round(self._batch_observed)
 
     def _decided(self, draft: bool, paying: bool | None = None) -> bool:
         """Return `draft`, keeping count of how often drafting paid (`paying` defaults to `draft`)."""
@@ -228,9 +293,10 @@ class AutoBudget:
     def _drafting_pays(self, prefix_length: int) -> bool:
         """Whether the recent rounds' expectations say a drafted round commits tokens faster than the root alone (by
         `DRAFT_MARGIN`)."""
-        costs, outlook = self.state.costs, self.state.outlook
-        drafted = (1.0 + outlook) / costs.round_seconds(self.sizes, prefix_length, drafted=True)
-        return bool(drafted.max() * costs.round_seconds_at(1, prefix_length, drafted=False) > DRAFT_MARGIN)
+        costs, outlook, sizes = self.state.costs, self.state.outlook, self.sizes
+        drafted = (1.0 + outlook[: len(sizes)]) / costs.round_seconds(sizes * self.rows, prefix_length, drafted=True)
+        plain = costs.round_seconds_at(self.rows, prefix_length, drafted=False)
+        return bool(drafted.max() * plain > DRAFT_MARGIN)
 
     def _probe_wait(self, prefix_length: int) -> float:
         """Rounds without a draft before the next probe."""
@@ -238,7 +304,7 @@ class AutoBudget:
         if state.probe_paid or state.probe_interval < MAX_PROBE_INTERVAL:
             # Drafts paid not long ago: probe on the doubling schedule, to catch a short dip's end.
             return state.probe_interval
-        plain_seconds = state.costs.round_seconds_at(1, prefix_length, drafted=False)
+        plain_seconds = state.costs.round_seconds_at(self.rows, prefix_length, drafted=False)
         affordable = state.probe_seconds / (PROBE_SHARE * plain_seconds)
         return max(state.probe_interval, min(affordable, MAX_PROBE_WAIT))
 
@@ -254,7 +320,8 @@ class AutoBudget:
         if finished.probe:
             # Beyond the plain rounds it replaced: the draft, the larger verify, and catching the head's context up.
             round_seconds = now - finished.start
-            replaced_seconds = finished.committed * costs.round_seconds_at(1, finished.prefix_length, drafted=False)
+            replaced_seconds = finished.committed * costs.round_seconds_at(finished.rows, finished.prefix_length,
+                                                                            drafted=False)
             extra = round_seconds - replaced_seconds
             # One round is a noisy witness: it must beat the plain rounds it replaced by half again to count.
             state.probe_paid = replaced_seconds > PROBE_PAID_FACTOR * round_seconds
@@ -276,6 +343,36 @@ class AutoBudget:
         return int(self.sizes[index])
 
 
+class _RowBudget:
+    """One row's view of a batch's `AutoBudget`: the loop asks each row, the batch answers for all of them.
+
+    Attributes:
+        expected_accepted: per round, this row's calibrated expectation at the size it verified (0 without a draft).
+    """
+
+    def __init__(self, batch: AutoBudget):
+        self.batch = batch
+        self.expected_accepted: list[float] = []
+        self._expected = 0.0
+
+    @property
+    def max_budget(self) -> int:
+        return self.batch.max_budget
+
+    def wants_draft(self, prefix_length: int) -> bool:
+        self._expected = 0.0
+        return self.batch._row_wants_draft(prefix_length)
+
+    def choose(self, tree: DraftTree, prefix_length: int) -> int:
+        size, self._expected = self.batch._row_choose(tree, prefix_length)
+        return size
+
+    def observe(self, tree: DraftTree, accepted: int) -> None:
+        self.expected_accepted.append(self._expected if len(tree) > 1 else 0.0)
+        self._expected = 0.0
+        self.batch._row_observe(tree, accepted)
+
+
 # Learnt states, per head (weakly: a freed head takes its states along) and per (target, device, settings).
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -286,18 +383,23 @@ def auto_budget_policy(
     generation_config: GenerationConfig,
     tree_settings: TreeSettings,
     device: torch.device,
+    batch_size: int = 1,
 ) -> AutoBudget:
     """The `AutoBudget` for one `generate` call: the verify table of this target and device (measured on the first
-    call of the process), and what earlier calls with the same head, target and decoding settings learnt."""
+    call of the process), and what earlier calls with the same head, target, decoding settings and batch size
+    learnt (a batch's round costs are its own; the head's calibration is shared across batch sizes)."""
     verify = verify_costs_for(target, head.config.target_layer_ids, device, tree_settings.depth + 1)
-    key = (tuple(sorted(cost_signature(target, device).items())), _decoding_key(generation_config, tree_settings))
+    setting = (tuple(sorted(cost_signature(target, device).items())), _decoding_key(generation_config, tree_settings))
+    key = (*setting, batch_size)
     states = _STATES.setdefault(head, {})
     state = states.get(key)
     if state is None or state.costs.verify is not verify:
-        # A new or re-measured table: fresh costs; a calibration learnt before still describes the head.
+        # A new or re-measured table, or a new batch size: fresh costs; a calibration learnt before still describes
+        # the head.
+        learnt = state or next((other for other_key, other in states.items() if other_key[:2] == setting), None)
         state = AutoBudgetState(
             costs=RoundCosts(verify, measure_draft_seconds(head, target, device)),
-            calibration=state.calibration if state is not None else ConfidenceCalibration(),
+            calibration=copy.deepcopy(learnt.calibration) if learnt is not None else ConfidenceCalibration(),
         )
         states[key] = state
 

@@ -1,6 +1,7 @@
 """How many tree nodes each round verifies.
 
-The loop asks a budget policy three things per round: whether to draft at all (a root-only round is one step of
+Each round the loop tells the policy how many rows the round has (`start_round`), then asks each row's policy three
+things: whether to draft at all (a root-only round is one step of
 plain decoding and needs no draft), how large a tree to grow (`max_budget`), and how many of the grown tree's nodes
 to verify (`choose`): node-level trees are nested, so the first N nodes of the grown tree are the best N-node tree
 and any N can be picked after growing. After the verify it reports what was accepted (`observe`).
@@ -20,6 +21,12 @@ class BudgetPolicy(Protocol):
     """What the loop needs from a budget policy."""
 
     max_budget: int
+
+    def start_round(self, rows: int) -> None:
+        """A round of `rows` sequences begins (before any row is asked)."""
+
+    def for_row(self) -> BudgetPolicy:
+        """The policy one row of the batch asks (itself, where rows do not decide together)."""
 
     def wants_draft(self, prefix_length: int) -> bool:
         """Whether this round drafts (False: verify the root alone)."""
@@ -41,6 +48,12 @@ class FixedBudget:
                 "`AutoBudget` policy that `generate` builds (pass `budget_policy=` when calling `tree_decoding`)."
             )
         self.max_budget = budget
+
+    def start_round(self, rows: int) -> None:
+        pass
+
+    def for_row(self) -> FixedBudget:
+        return self
 
     def wants_draft(self, prefix_length: int) -> bool:
         return self.max_budget > 1

@@ -141,10 +141,7 @@ def generate_with_draft_head(
     setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}
     options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
     check_generation_options(options, inputs, kwargs, streamer)
-    tree_settings = resolve_tree_settings(
-        draft_head, setting_kwargs, generation_config, target.generation_config,
-        batch_size=prompt_batch_size(inputs, kwargs),
-    )
+    tree_settings = resolve_tree_settings(draft_head, setting_kwargs, generation_config, target.generation_config)
     warn_on_head_placement(draft_head, target)
     stopping_criteria = _with_stop_strings(stopping_criteria, options.value("stop_strings"), tokenizer)
 
@@ -156,7 +153,8 @@ def generate_with_draft_head(
         decoding = copy.deepcopy(generation_config if generation_config is not None else target.generation_config)
         decoding.update(**kwargs)
         device = _input_device(target, inputs, kwargs)
-        budget_policy = auto_budget_policy(target, draft_head, decoding, tree_settings, device)
+        budget_policy = auto_budget_policy(target, draft_head, decoding, tree_settings, device,
+                                           batch_size=prompt_batch_size(inputs, kwargs))
     guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(
         tree_decoding,

@@ -73,8 +73,8 @@ def tree_decoding(
         tree_settings: budget, width, depth, expansion rule and prompt lookup of each round's tree.
         streamer: receives each committed token, then `end()` (`generate` already sent the prompt; batch size 1).
         round_profiler: optional stage timer (see `RoundProfiler`).
-        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round; one policy
-            per row is made with `budget_policy.for_row()` when it has one).
+        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round); each row
+            asks its own `budget_policy.for_row()`, after the loop has called `budget_policy.start_round(rows)`.
         drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
@@ -101,7 +101,7 @@ def tree_decoding(
     rows = [
         DecodingRow(
             index, input_ids[index : index + 1], real_lengths[index],
-            getattr(policy, "for_row", lambda: policy)(),
+            policy.for_row(),
             DepthCap(tree_settings.depth, enabled=drafter.causal),
             _new_lookup(tree_settings, input_ids[index], key_valid, index) if drafting else None,
             keep_scores, keep_logits,
@@ -137,6 +137,7 @@ def tree_decoding(
 
             while rows:
                 prefix_length = cache_length(cache)
+                policy.start_round(len(rows))
                 # Never draft deeper than a row may still go: a round commits at most depth + 1 tokens.
                 depths = [min(row.depth_cap.depth, generation_config.max_length - row.ids.shape[1] - 1) for row in rows]
                 drafts = [drafting and depth > 0 and row.policy.wants_draft(row.position)

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
 from transformers.utils import logging
 
-from ..configuration_jetspec import DEFAULT_BATCH_TREE_BUDGET, DEFAULT_TREE_SETTINGS
+from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
 from ..modeling_jetspec import JetSpecDraftModel
 from .budget import AUTO_BUDGET
 from .tree import TREE_EXPANSIONS
@@ -45,13 +45,11 @@ class TreeSettings:
     lookup_tokens: int = 0
 
 
-def resolve_tree_settings(head: JetSpecDraftModel, *sources, batch_size: int = 1) -> TreeSettings:
+def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
     """Each tree setting from the first of `sources` that sets it, then from the head's generation config (its
     folder's `generation_config.json`), then `DEFAULT_TREE_SETTINGS`; ranges checked.
 
     `sources` are dicts (call kwargs) or objects with attributes (generation configs), highest priority first.
-    `tree_budget="auto"` sizes the trees of one sequence: a batch of several that sets no budget gets
-    `DEFAULT_BATCH_TREE_BUDGET`, and one that asks for `"auto"` is refused.
     """
     config = head.config
     sources = (*sources, getattr(head, "generation_config", None))
@@ -63,15 +61,7 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources, batch_size: int = 1
                 return value
         return default
 
-    budget = first_set("tree_budget", None)
-    if budget is None:
-        budget = DEFAULT_TREE_SETTINGS["tree_budget"] if batch_size == 1 else DEFAULT_BATCH_TREE_BUDGET
-    elif budget == AUTO_BUDGET and batch_size > 1:
-        raise ValueError(
-            f"`tree_budget={AUTO_BUDGET!r}` sizes each round's tree for one sequence, from the costs of one-row "
-            f"verify forwards; it does not size a batch (got {batch_size} sequences). Pass an integer `tree_budget` "
-            f"for batches (left unset, a batch uses {DEFAULT_BATCH_TREE_BUDGET})."
-        )
+    budget = first_set("tree_budget", DEFAULT_TREE_SETTINGS["tree_budget"])
     width = first_set("tree_width", DEFAULT_TREE_SETTINGS["tree_width"])
     depth = first_set("tree_depth", config.max_tree_depth)
     expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])

@@ -74,6 +74,54 @@ class Simulation:
         return self.sizes[start:]
 
 
+class BatchSimulation(Simulation):
+    """`Simulation` for a batch of `rows` sequences: one verify of rows × the widest tree per round, each row asking
+    its own `for_row()` policy as the loop does."""
+
+    def __init__(self, verify: VerifyCosts, rows: int, **kwargs):
+        super().__init__(verify, **kwargs)
+        self.row_policies = [self.policy.for_row() for _ in range(rows)]
+        self.round_sizes: list[list[int]] = []
+
+    def run(self, rounds: int, truth, sharpness: float, prefix_length: int = 200) -> list[int]:
+        start = len(self.sizes)
+        for _ in range(rounds):
+            self.policy.start_round(len(self.row_policies))
+            trees = []
+            drafts = [row.wants_draft(prefix_length) for row in self.row_policies]
+            if any(drafts):
+                self.clock.now += self.draft_seconds
+            for row, draft in zip(self.row_policies, drafts):
+                if not draft:
+                    trees.append(DraftTree.root_only(0))
+                    continue
+                logits = torch.randn(15, 64, generator=self.generator) * sharpness
+                grown = build_tree(0, depth_candidates(logits, width=8), row.max_budget, 8)
+                trees.append(grown.truncated(row.choose(grown, prefix_length)))
+            widest = max(map(len, trees))
+            self.clock.now += self.slowdown * self.verify.seconds_at(widest * len(trees), prefix_length)
+            for row, tree in zip(self.row_policies, trees):
+                arrays = TreeArrays.of(tree)
+                chances = held_acceptance(path_probabilities(arrays, *truth) @ arrays.depth_one_hot)
+                row.observe(tree, int((chances > self.rng.random()).sum()))
+            self.round_sizes.append([len(tree) for tree in trees])
+            self.sizes.append(widest)
+        return self.sizes[start:]
+
+
+def test_a_batch_decides_together_and_verifies_smaller_trees_where_rows_share_a_costly_verify():
+    single = Simulation(STEEP, draft_seconds=0.001).run(200, GREEDY_LIKE, sharpness=3.0)[50:]
+    batch = BatchSimulation(STEEP, rows=8, draft_seconds=0.001)
+    batched = batch.run(200, GREEDY_LIKE, sharpness=3.0)[50:]
+    assert np.median(batched) < np.median(single)
+    # Every row of a round verifies the batch's size (or all of a smaller tree), and drafts or not with the others.
+    assert all(len(set(sizes)) == 1 for sizes in batch.round_sizes)
+    assert all(len(row.expected_accepted) == 200 for row in batch.row_policies)
+    # Where the verify is nearly free, a batch still grows large trees, within what the table covers for 8 rows.
+    flat = BatchSimulation(FLAT, rows=8, draft_seconds=0.001).run(200, GREEDY_LIKE, sharpness=3.0)[50:]
+    assert np.median(flat) == 256 // 8
+
+
 def test_cheap_verify_chooses_large_trees_and_costly_verify_small_ones():
     # The same confident head on a GPU-like and a CPU-like table.
     sizes = {}
@@ -202,3 +250,18 @@ def test_fixed_budgets_report_no_expectations(pair):
     got = target.generate(random_prompt(0, 5), do_sample=False, max_new_tokens=8, assistant_model=head,
                           tree_budget=8, return_dict_in_generate=True)
     assert got.expected_accepted is None
+
+
+def test_a_batch_with_auto_gives_every_row_its_plain_tokens(pair):
+    target, head = pair
+    prompts = [random_prompt(seed, length)[0] for seed, length in ((0, 3), (1, 17), (2, 9), (3, 12))]
+    width = max(map(len, prompts))
+    pad = target.generation_config.pad_token_id or 0
+    ids = torch.stack([torch.cat([torch.full((width - len(p),), pad), p]) for p in prompts])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(p)), torch.ones(len(p))]).long() for p in prompts])
+    expected = target.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=30)
+    got = target.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=30, assistant_model=head,
+                          return_dict_in_generate=True)  # the package default budget: "auto"
+    assert torch.equal(got.sequences, expected)
+    for row_sizes, row_expected in zip(got.tree_sizes, got.expected_accepted):
+        assert len(row_sizes) == len(row_expected)

@@ -142,21 +142,3 @@ def test_a_version_0_1_folder_keeps_its_tree_defaults_from_config_json(tmp_path)
     assert head.generation_config.tree_budget == 6
     assert _tree_size(target, head) == 6
 
-
-def test_a_batch_without_a_budget_uses_the_batch_default_and_refuses_auto(pair, monkeypatch):
-    from jetspec_hf.configuration_jetspec import DEFAULT_BATCH_TREE_BUDGET
-    from jetspec_hf.generation.validation import resolve_tree_settings
-
-    target, head = pair
-    assert getattr(head.generation_config, "tree_budget", None) is None  # the package default applies
-    assert resolve_tree_settings(head, {}).budget == "auto"
-    assert resolve_tree_settings(head, {}, batch_size=4).budget == DEFAULT_BATCH_TREE_BUDGET
-    assert resolve_tree_settings(head, {"tree_budget": 8}, batch_size=4).budget == 8
-    prompts = torch.cat([random_prompt(seed, 5) for seed in range(2)])
-    out = target.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=12, do_sample=False,
-                          assistant_model=head, return_dict_in_generate=True)
-    assert max(size for row in out.tree_sizes for size in row) == DEFAULT_BATCH_TREE_BUDGET
-    _no_forward(monkeypatch, target)
-    with pytest.raises(ValueError, match="does not size a batch"):
-        target.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=4, assistant_model=head,
-                        tree_budget="auto")
