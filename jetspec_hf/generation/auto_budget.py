@@ -398,7 +398,7 @@ def auto_budget_policy(
         # the head.
         learnt = state or next((other for other_key, other in states.items() if other_key[:2] == setting), None)
         state = AutoBudgetState(
-            costs=RoundCosts(verify, measure_draft_seconds(head, target, device)),
+            costs=RoundCosts(verify, measure_draft_seconds(head, target, device, batch_size=batch_size)),
             calibration=copy.deepcopy(learnt.calibration) if learnt is not None else ConfidenceCalibration(),
         )
         states[key] = state

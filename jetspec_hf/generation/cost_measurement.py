@@ -168,14 +168,15 @@ def _timed_row(target, cache, capture, device, prefix_length: int, node_counts, 
 
 
 def measure_draft_seconds(head: JetSpecDraftModel, target: PreTrainedModel, device: torch.device,
-                          repeats: int = 3) -> float:
-    """Seconds of one full-depth head forward (and its lm_head) on a scratch drafter with a short context."""
+                          repeats: int = 3, batch_size: int = 1) -> float:
+    """Seconds of one full-depth head forward (and its lm_head) for `batch_size` rows on a scratch drafter with a
+    short context."""
     device = torch.device(device)
-    drafter = HeadDrafter(head, target.get_input_embeddings(), target.get_output_embeddings())
+    drafter = HeadDrafter(head, target.get_input_embeddings(), target.get_output_embeddings(), batch_size=batch_size)
     context_length = MEASURED_PREFIX_LENGTHS[0]
-    features = torch.zeros(1, context_length, head.fc.in_features, dtype=head.fc.weight.dtype,
+    features = torch.zeros(batch_size, context_length, head.fc.in_features, dtype=head.fc.weight.dtype,
                            device=head.fc.weight.device)
-    anchor = _fixed_tokens(target.config.vocab_size, 1, device)[None]
+    anchor = _fixed_tokens(target.config.vocab_size, 1, device)[None].expand(batch_size, -1)
     seconds = []
     with torch.inference_mode():
         drafter.add_context(features)
