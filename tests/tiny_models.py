@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
+import jetspec_hf
 from jetspec_hf import JetSpecConfig, JetSpecDraftModel
 
 VOCAB_SIZE = 96
@@ -67,6 +68,12 @@ def tiny_head(
     )
     config = JetSpecConfig(**{**settings, **overrides})
     return JetSpecDraftModel(config).eval()
+
+
+def enabled_pair(**head_overrides):
+    """A tiny enabled target and a tiny head that fits it."""
+    target = jetspec_hf.enable(tiny_target())
+    return target, tiny_head(target, **head_overrides)
 
 
 def tiny_tokenizer():

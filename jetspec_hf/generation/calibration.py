@@ -26,7 +26,6 @@ b = 0), keeps a small steady weight, which also holds the fit where rounds do no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 

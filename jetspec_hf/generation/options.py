@@ -7,7 +7,6 @@ plain decoding does, or refused here with an error that names it and says what t
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache, StaticCache
 
 # Assisted-generation knobs that steer a chain drafter (a draft LM or prompt lookup); they mean nothing to a tree.

@@ -20,7 +20,7 @@ from jetspec_hf.generation.calibration import ConfidenceCalibration, TreeArrays,
 from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
 from jetspec_hf.generation.validation import resolve_tree_settings
-from tiny_models import random_prompt, tiny_head, tiny_target
+from tiny_models import enabled_pair, random_prompt, tiny_head, tiny_target
 
 NODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PREFIXES = (64, 1024, 4096)
@@ -226,8 +226,7 @@ def test_what_one_call_learnt_carries_to_the_next(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 9, 40])

@@ -2,18 +2,16 @@
 
 import pytest
 import torch
-from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, pipeline
+from transformers import StoppingCriteria, StoppingCriteriaList, pipeline
 
-import jetspec_hf
-from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
+from tiny_models import enabled_pair, random_prompt, tiny_tokenizer
 
 LENGTHS = (3, 9, 5, 14, 1, 7, 11, 2)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 def _left_padded(prompts):

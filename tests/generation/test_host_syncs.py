@@ -9,20 +9,18 @@ import torch
 from transformers import StoppingCriteriaList
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
-import jetspec_hf
 from jetspec_hf.bench.host_syncs import HOST_READ_METHODS, HostReadCounter, RoundSyncCounter
 from jetspec_hf.bench.oracle import acceptance_for_tau
 from jetspec_hf.bench.synthetic_measure import oracle_generation, plain_generation
 from jetspec_hf.generation.stopping import tokens_before_stop
-from tiny_models import EOS_TOKEN_ID, random_prompt, tiny_head, tiny_target
+from tiny_models import EOS_TOKEN_ID, enabled_pair, random_prompt
 
 MAX_SYNCS_PER_ROUND = 2
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target, block_size=16)
+    return enabled_pair(block_size=16)
 
 
 def _reads_per_round(generate) -> list[int]:

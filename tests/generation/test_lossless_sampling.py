@@ -5,7 +5,6 @@ comes from the target's own processed scores at every prefix, and both the tree 
 checked against it with a chi-square goodness-of-fit test.
 """
 
-import itertools
 from collections import Counter
 
 import pytest

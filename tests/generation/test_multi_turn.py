@@ -7,16 +7,14 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
-import jetspec_hf
-from tiny_models import random_prompt, tiny_head, tiny_target
+from tiny_models import enabled_pair, random_prompt
 
 TURN_TOKENS = [9, 6, 11]  # new tokens generated per turn
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 def _generate(target, head, ids, cache, new_tokens, tree):

@@ -9,14 +9,12 @@ from transformers import GenerationConfig, TextIteratorStreamer
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.streamers import BaseStreamer
 
-import jetspec_hf
-from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
+from tiny_models import enabled_pair, random_prompt, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 class RecordingStreamer(BaseStreamer):

@@ -4,14 +4,12 @@ import pytest
 import torch
 from transformers import CompileConfig, StaticCache
 
-import jetspec_hf
-from tiny_models import random_prompt, tiny_head, tiny_target
+from tiny_models import enabled_pair, random_prompt
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 @pytest.mark.parametrize("budget", [1, 6, 64])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from jetspec_hf.generation.tree import DepthCandidates, DraftTree, ExtraBranch, build_tree, depth_candidates
+from jetspec_hf.generation.tree import DraftTree, ExtraBranch, build_tree, depth_candidates
 
 
 def _candidates(rows, width=None):

@@ -5,13 +5,12 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 import jetspec_hf
-from tiny_models import random_prompt, tiny_head, tiny_target
+from tiny_models import enabled_pair, random_prompt, tiny_head, tiny_target
 
 
 @pytest.fixture(scope="module")
 def pair():
-    target = jetspec_hf.enable(tiny_target())
-    return target, tiny_head(target)
+    return enabled_pair()
 
 
 def _no_forward(monkeypatch, target):
