@@ -21,8 +21,8 @@ expectations are the prior's, not the head's.
 
 A batch decides together: its rows share each round's verify forward, whose cost is that of rows × N nodes (the
 one-row table read at rows × N, which the rounds' own times then correct), so every row verifies the same N and
-drafts or not together. The first row's tree stands for the batch's expectation when N is chosen; every row's tree
-and accepted length calibrate the head.
+drafts or not together. A batch lasts as long as its slowest row, so the row expected to accept least sets the
+expectation N is chosen by; every row's tree and accepted length calibrate the head.
 
 What one (head, target, device, decoding settings, batch size) has learnt carries over to the next `generate` call in the same
 process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and measured
@@ -137,11 +137,10 @@ class AutoBudget:
         clock: seconds, monotonic (a stand-in in tests).
 
     Attributes:
-        expected_accepted: per round, the calibrated expected accepted draft tokens of the verified tree (0 for a
-            root-only round), for the output's statistics (one sequence; a batch's rows keep their own, see
-            `for_row`).
-        rows: sequences in the current round (the loop says so with `start_round`; 1 otherwise).
+        rows: sequences in the current round.
     """
+
+    predicts_acceptance = True
 
     def __init__(
         self,
@@ -153,20 +152,15 @@ class AutoBudget:
         self.state = state
         self._bucket_sizes = np.array([size for size in BUCKET_SIZES if size <= state.costs.verify.max_nodes])
         self.rows = 1
-        self.expected_accepted: list[float] = []
         self._publish = publish
         self._on_drift = on_drift
         self._clock = clock
-        self._tree: TreeArrays | None = None
-        self._chosen_expectation = 0.0
+        # This round's drafted trees as arrays (None for a row without a draft) and each row's expectation.
+        self._trees: list[TreeArrays | None] = []
+        self._expected: list[float] = []
         self._current: _RoundTiming | None = None
         self._finished: _RoundTiming | None = None
         self._first_round = True
-        # A batch's round: rows still to report, and what the first row decided for all of them.
-        self._unreported = 0
-        self._batch_draft: bool | None = None
-        self._batch_size: int | None = None
-        self._batch_observed: list[tuple[DraftTree, int]] = []
 
     @property
     def sizes(self) -> np.ndarray:
@@ -180,13 +174,14 @@ class AutoBudget:
         largest = int(self.sizes[-1])
         return largest if largest == 1 else max(2, min(self.state.cap, largest))
 
-    def wants_draft(self, prefix_length: int) -> bool:
+    def wants_draft(self, positions: list[int]) -> bool:
         now = self._clock()
+        self.rows, prefix_length = len(positions), max(positions)
         drafted_before = self._finished is not None and self._finished.drafted_at is not None
         self._close_round(now)
         self._current = _RoundTiming(start=now, prefix_length=prefix_length, rows=self.rows,
                                      steady_draft=drafted_before)
-        self._tree = None
+        self._trees, self._expected = [], []
         if self.max_budget == 1:
             return False
         state = self.state
@@ -210,79 +205,58 @@ class AutoBudget:
         state.rounds_without_draft = 1
         return self._decided(False)
 
-    def choose(self, tree: DraftTree, prefix_length: int) -> int:
+    def choose(self, trees: list[DraftTree], positions: list[int]) -> list[int]:
         if self._current is not None:
             self._current.drafted_at = self._clock()
         state = self.state
-        self._tree = TreeArrays.of(tree)
-        # The outlook keeps every bucket size (a batch that loses rows may verify larger trees later); the choice is
-        # among the sizes this round's rows allow, a prefix of them.
-        all_sizes = np.minimum(self._bucket_sizes, len(tree))
-        all_expected = state.calibration.expected_accepted(self._tree, all_sizes)
-        previous = all_expected if state.outlook is None else state.outlook
-        state.outlook = previous + OUTLOOK_WEIGHT * (all_expected - previous)
-        allowed = len(self.sizes)
-        sizes, expected = all_sizes[:allowed], all_expected[:allowed]
+        drafted = [index for index, tree in enumerate(trees) if len(tree) > 1]
+        if not drafted:
+            return [len(tree) for tree in trees]
+        prefix_length = max(positions)
+        # Every row's expectation at every bucket size. The outlook keeps every size (a batch that loses rows may
+        # verify larger trees later); the choice is among the sizes this round's rows allow, a prefix of them.
+        self._trees = [TreeArrays.of(tree) if len(tree) > 1 else None for tree in trees]
+        curves = np.stack([
+            state.calibration.expected_accepted(self._trees[index], np.minimum(self._bucket_sizes, len(trees[index])))
+            for index in drafted
+        ])
+        # A batch lasts as long as its slowest row: the row expected to accept least sets the batch's pace.
+        batch_curve = curves.min(axis=0)
+        previous = batch_curve if state.outlook is None else state.outlook
+        state.outlook = previous + OUTLOOK_WEIGHT * (batch_curve - previous)
+        sizes = self.sizes
+        expected = batch_curve[: len(sizes)]
         rates = (1.0 + expected) / state.costs.round_seconds(sizes * self.rows, prefix_length, drafted=True)
+        widest = max(len(trees[index]) for index in drafted)
         if self._current is not None and self._current.exploring:
-            rates[sizes < min(EXPLORING_SIZE, len(tree))] = 0.0
+            rates[sizes < min(EXPLORING_SIZE, widest)] = 0.0
         best = int(np.argmax(rates))
         chosen = int(sizes[best])
-        self._chosen_expectation = float(expected[best])
+        chosen_sizes = [min(chosen, len(tree)) for tree in trees]
+        self._expected = [0.0] * len(trees)
+        for row, curve in zip(drafted, curves):
+            self._expected[row] = float(curve[best])
         state.recent_sizes.append(chosen)
         state.cap = self._bucket_at_least(max(SMALLEST_CAP, 2 * max(state.recent_sizes)))
-        return chosen
+        return chosen_sizes
 
-    def observe(self, tree: DraftTree, accepted: int) -> None:
-        self.expected_accepted.append(self._chosen_expectation if len(tree) > 1 and self._tree is not None else 0.0)
-        self._observe_round([(tree, accepted)])
-
-    def _observe_round(self, outcomes: list[tuple[DraftTree, int]]) -> None:
-        """Learn from a finished round: each row's verified tree and accepted draft tokens, first row first."""
-        for index, (tree, accepted) in enumerate(outcomes):
-            if len(tree) > 1 and self._tree is not None:
-                arrays = self._tree.prefix(len(tree)) if index == 0 else TreeArrays.of(tree)
-                self.state.calibration.observe(arrays, accepted)
+    def observe(self, trees: list[DraftTree], accepted: list[int]) -> list[float]:
+        """Learn from the finished round (every row's verified tree and accepted draft tokens); returns each row's
+        calibrated expectation at the size it verified (0 for a row without a draft)."""
+        drafted_arrays = self._trees if len(self._trees) == len(trees) else [None] * len(trees)
+        for arrays, tree, count in zip(drafted_arrays, trees, accepted):
+            if arrays is not None and len(tree) > 1:
+                self.state.calibration.observe(arrays.prefix(len(tree)), count)
+        expected = self._expected if len(self._expected) == len(trees) else [0.0] * len(trees)
+        expected = [value if len(tree) > 1 else 0.0 for value, tree in zip(expected, trees)]
+        self._trees, self._expected = [], []
         if self._current is not None:
-            widest = max(len(tree) for tree, _ in outcomes)
-            self._current.nodes = widest * len(outcomes)
-            self._current.committed = sum(accepted + 1 for _, accepted in outcomes) / len(outcomes)
+            self._current.nodes = max(len(tree) for tree in trees) * len(trees)
+            self._current.committed = sum(count + 1 for count in accepted) / len(trees)
             self._finished, self._current = self._current, None
         if self._publish is not None:
             self._publish(self.state)
-
-    # A batch: the loop calls `start_round` with the number of rows, then asks each row's `_RowBudget`.
-
-    def start_round(self, rows: int) -> None:
-        """A round of `rows` sequences begins; their `_RowBudget`s will each ask and report once."""
-        self.rows = rows
-        self._unreported = rows
-        self._batch_draft = self._batch_size = None
-        self._batch_observed = []
-
-    def for_row(self) -> _RowBudget:
-        """The budget of one row of a batch: the batch decides together (see the module doc)."""
-        return _RowBudget(self)
-
-    def _row_wants_draft(self, prefix_length: int) -> bool:
-        if self._batch_draft is None:
-            self._batch_draft = self.wants_draft(prefix_length)
-        return self._batch_draft
-
-    def _row_choose(self, tree: DraftTree, prefix_length: int) -> tuple[int, float]:
-        """The batch's size (chosen on the first row's tree), and this row's expectation at it."""
-        if self._batch_size is None:
-            self._batch_size = self.choose(tree, prefix_length)
-            return self._batch_size, self._chosen_expectation
-        size = min(self._batch_size, len(tree))
-        expected = self.state.calibration.expected_accepted(TreeArrays.of(tree), np.array([size]))
-        return size, float(expected[0])
-
-    def _row_observe(self, tree: DraftTree, accepted: int) -> None:
-        self._batch_observed.append((tree, accepted))
-        self._unreported -= 1
-        if self._unreported == 0:
-            self._observe_round(self._batch_observed)
+        return expected
 
     def _decided(self, draft: bool, paying: bool | None = None) -> bool:
         """Return `draft`, keeping count of how often drafting paid (`paying` defaults to `draft`)."""
@@ -341,36 +315,6 @@ class AutoBudget:
     def _bucket_at_least(self, size: int) -> int:
         index = min(int(np.searchsorted(self.sizes, size)), len(self.sizes) - 1)
         return int(self.sizes[index])
-
-
-class _RowBudget:
-    """One row's view of a batch's `AutoBudget`: the loop asks each row, the batch answers for all of them.
-
-    Attributes:
-        expected_accepted: per round, this row's calibrated expectation at the size it verified (0 without a draft).
-    """
-
-    def __init__(self, batch: AutoBudget):
-        self.batch = batch
-        self.expected_accepted: list[float] = []
-        self._expected = 0.0
-
-    @property
-    def max_budget(self) -> int:
-        return self.batch.max_budget
-
-    def wants_draft(self, prefix_length: int) -> bool:
-        self._expected = 0.0
-        return self.batch._row_wants_draft(prefix_length)
-
-    def choose(self, tree: DraftTree, prefix_length: int) -> int:
-        size, self._expected = self.batch._row_choose(tree, prefix_length)
-        return size
-
-    def observe(self, tree: DraftTree, accepted: int) -> None:
-        self.expected_accepted.append(self._expected if len(tree) > 1 else 0.0)
-        self._expected = 0.0
-        self.batch._row_observe(tree, accepted)
 
 
 # Learnt states, per head (weakly: a freed head takes its states along) and per (target, device, settings).

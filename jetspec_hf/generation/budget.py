@@ -1,10 +1,10 @@
 """How many tree nodes each round verifies.
 
-Each round the loop tells the policy how many rows the round has (`start_round`), then asks each row's policy three
-things: whether to draft at all (a root-only round is one step of
-plain decoding and needs no draft), how large a tree to grow (`max_budget`), and how many of the grown tree's nodes
-to verify (`choose`): node-level trees are nested, so the first N nodes of the grown tree are the best N-node tree
-and any N can be picked after growing. After the verify it reports what was accepted (`observe`).
+The loop asks a budget policy three things per round, for all rows of the batch at once (they share the round's
+verify forward): whether to draft at all (a round without a draft verifies each row's root alone, one step of plain
+decoding, and needs no head forward), how large a tree to grow (`max_budget`), and how many of each grown tree's
+nodes to verify (`choose`): node-level trees are nested, so the first N nodes of a grown tree are the best N-node
+tree and any N can be picked after growing. After the verify it reports what each row accepted (`observe`).
 """
 
 from __future__ import annotations
@@ -21,25 +21,26 @@ class BudgetPolicy(Protocol):
     """What the loop needs from a budget policy."""
 
     max_budget: int
+    # Whether `observe` returns expectations (then the output reports them per round).
+    predicts_acceptance: bool
 
-    def start_round(self, rows: int) -> None:
-        """A round of `rows` sequences begins (before any row is asked)."""
+    def wants_draft(self, positions: list[int]) -> bool:
+        """Whether this round drafts (False: every row verifies its root alone); `positions` are the rows' anchor
+        positions."""
 
-    def for_row(self) -> BudgetPolicy:
-        """The policy one row of the batch asks (itself, where rows do not decide together)."""
+    def choose(self, trees: list[DraftTree], positions: list[int]) -> list[int]:
+        """How many of each row's grown tree's nodes (a prefix in creation order, root included) to verify; a row
+        that does not draft this round passes its root alone."""
 
-    def wants_draft(self, prefix_length: int) -> bool:
-        """Whether this round drafts (False: verify the root alone)."""
-
-    def choose(self, tree: DraftTree, prefix_length: int) -> int:
-        """How many of `tree`'s nodes (a prefix in creation order, root included) to verify."""
-
-    def observe(self, tree: DraftTree, accepted: int) -> None:
-        """After the verify of `tree`: `accepted` of its draft nodes were accepted."""
+    def observe(self, trees: list[DraftTree], accepted: list[int]) -> list[float] | None:
+        """After the verify: each row's verified tree and accepted draft tokens. Returns each row's expected
+        accepted draft tokens where the policy predicts them (`None` otherwise), for the output's statistics."""
 
 
 class FixedBudget:
     """The same budget every round: `tree_budget=<int>`."""
+
+    predicts_acceptance = False
 
     def __init__(self, budget: int):
         if not isinstance(budget, int) or budget < 1:
@@ -49,20 +50,14 @@ class FixedBudget:
             )
         self.max_budget = budget
 
-    def start_round(self, rows: int) -> None:
-        pass
-
-    def for_row(self) -> FixedBudget:
-        return self
-
-    def wants_draft(self, prefix_length: int) -> bool:
+    def wants_draft(self, positions: list[int]) -> bool:
         return self.max_budget > 1
 
-    def choose(self, tree: DraftTree, prefix_length: int) -> int:
-        return len(tree)
+    def choose(self, trees: list[DraftTree], positions: list[int]) -> list[int]:
+        return [len(tree) for tree in trees]
 
-    def observe(self, tree: DraftTree, accepted: int) -> None:
-        pass
+    def observe(self, trees: list[DraftTree], accepted: list[int]) -> None:
+        return None
 
 
 __all__ = ["AUTO_BUDGET", "BudgetPolicy", "FixedBudget"]

@@ -2,7 +2,8 @@
 
 Rows of a batch accept different numbers of tokens per round, so each row keeps its own ids (what its logits
 processors and stopping criteria see, padding included, exactly as plain decoding's row would), its own position
-(real tokens in the target's cache), its own prompt-lookup index and budget policy, and its own per-round record.
+(real tokens in the target's cache), its own prompt-lookup index and its own per-round record. The budget policy
+decides for the whole batch (`budget.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
 from .acceptance import TreeWalk
-from .budget import BudgetPolicy
 from .lookup import PromptLookup
 from .stopping import tokens_before_stop
 from .tree import DraftTree
@@ -47,14 +47,15 @@ class DecodingRow:
             before it.
         new_tokens: tokens committed so far.
         finished_at: new-token count at which a stopping rule fired, or `None`.
+        expected_accepted: per round, the budget policy's expected accepted draft tokens for this row (`None` when
+            the policy predicts none).
     """
 
-    def __init__(self, index: int, ids: torch.Tensor, position: int, policy: BudgetPolicy, depth_cap: DepthCap,
-                 lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool):
+    def __init__(self, index: int, ids: torch.Tensor, position: int, depth_cap: DepthCap,
+                 lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool, keep_expected: bool = False):
         self.index = index
         self.ids = ids
         self.position = position
-        self.policy = policy
         self.depth_cap = depth_cap
         self.lookup = lookup
         self.keep_scores = keep_scores
@@ -66,6 +67,7 @@ class DecodingRow:
         self.accepted_lengths: list[int] = []
         self.tree_sizes: list[int] = []
         self.lookup_lengths: list[int] | None = [] if lookup is not None else None
+        self.expected_accepted: list[float] | None = [] if keep_expected else None
 
     @property
     def anchor(self) -> int:
@@ -100,11 +102,14 @@ class DecodingRow:
                 streamer.put(torch.tensor([token]))
         return kept
 
-    def record_round(self, tree: DraftTree, committed: int, lookup_accepted: int | None) -> None:
+    def record_round(self, tree: DraftTree, committed: int, lookup_accepted: int | None,
+                     expected: float | None = None) -> None:
         self.accepted_lengths.append(committed)
         self.tree_sizes.append(len(tree))
         if self.lookup_lengths is not None:
             self.lookup_lengths.append(lookup_accepted or 0)
+        if self.expected_accepted is not None:
+            self.expected_accepted.append(expected)
 
 
 class BatchStopping:

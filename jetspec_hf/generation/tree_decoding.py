@@ -73,8 +73,8 @@ def tree_decoding(
         tree_settings: budget, width, depth, expansion rule and prompt lookup of each round's tree.
         streamer: receives each committed token, then `end()` (`generate` already sent the prompt; batch size 1).
         round_profiler: optional stage timer (see `RoundProfiler`).
-        budget_policy: how many nodes each round verifies (default: `tree_settings.budget` every round); each row
-            asks its own `budget_policy.for_row()`, after the loop has called `budget_policy.start_round(rows)`.
+        budget_policy: how many nodes each round verifies, for all rows at once (default: `tree_settings.budget`
+            every round).
         drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
@@ -101,10 +101,9 @@ def tree_decoding(
     rows = [
         DecodingRow(
             index, input_ids[index : index + 1], real_lengths[index],
-            policy.for_row(),
             DepthCap(tree_settings.depth, enabled=drafter.causal),
             _new_lookup(tree_settings, input_ids[index], key_valid, index) if drafting else None,
-            keep_scores, keep_logits,
+            keep_scores, keep_logits, policy.predicts_acceptance,
         )
         for index in range(batch_size)
     ]
@@ -137,11 +136,10 @@ def tree_decoding(
 
             while rows:
                 prefix_length = cache_length(cache)
-                policy.start_round(len(rows))
                 # Never draft deeper than a row may still go: a round commits at most depth + 1 tokens.
                 depths = [min(row.depth_cap.depth, generation_config.max_length - row.ids.shape[1] - 1) for row in rows]
-                drafts = [drafting and depth > 0 and row.policy.wants_draft(row.position)
-                          for row, depth in zip(rows, depths)]
+                draft_round = drafting and policy.wants_draft([row.position for row in rows])
+                drafts = [draft_round and depth > 0 for depth in depths]
 
                 with stage(round_profiler, "draft", device):
                     depth_logits = None
@@ -149,7 +147,7 @@ def tree_decoding(
                         anchors = torch.tensor([[row.anchor] for row in rows], device=device)
                         depth_logits = drafter.draft(anchors, max(depths))
                 with stage(round_profiler, "tree", device):
-                    trees, branches = _grow_trees(rows, depth_logits, depths, drafts, tree_settings)
+                    trees, branches = _grow_trees(rows, depth_logits, depths, drafts, tree_settings, policy)
                     if capacity is not None:
                         # A static cache has room for so many tree columns; nested trees cut to any size exactly.
                         room = capacity - prefix_length
@@ -164,16 +162,17 @@ def tree_decoding(
                     walks = walk_trees(trees, node_logits, [row.ids for row in rows],
                                        [row.processors for row in rows], generation_config.do_sample, keep_scores,
                                        keep_logits)
+                    expected = policy.observe(trees, [len(walk.path) - 1 for walk in walks])
                     kept_paths = []
-                    for row, tree, walk, branch in zip(rows, trees, walks, branches):
+                    for index, (row, tree, walk, branch) in enumerate(zip(rows, trees, walks, branches)):
                         committed = row.commit(walk, stopping_criteria, streamer, stop=stopping.checks_rules(row))
-                        row.policy.observe(tree, len(walk.path) - 1)
                         lookup_accepted = None
                         if row.lookup is not None:
                             decided, lookup_accepted = _branch_outcome(tree, branch, row.last_tokens)
                             row.lookup.record(decided, lookup_accepted)
                             row.lookup.extend(row.last_tokens)
-                        row.record_round(tree, committed, lookup_accepted)
+                        row.record_round(tree, committed, lookup_accepted,
+                                         None if expected is None else expected[index])
                         # Keep the root and the accepted nodes whose tokens were committed before any stop: the
                         # cache then holds every committed token but the last, as plain decoding leaves it.
                         kept_paths.append(walk.path[:committed])
@@ -231,8 +230,9 @@ def _new_lookup(tree_settings: TreeSettings, ids: torch.Tensor, key_valid, row: 
     return lookup
 
 
-def _grow_trees(rows, depth_logits, depths, drafts, tree_settings):
-    """Each row's tree for this round (root only where the row does not draft), and its lookup branch."""
+def _grow_trees(rows, depth_logits, depths, drafts, tree_settings, policy: BudgetPolicy):
+    """Each row's tree for this round (root only where the row does not draft), cut to the sizes the budget policy
+    chooses for the batch, and its lookup branch."""
     branches = [
         row.lookup.branch(depth) if row.lookup is not None and draft else None
         for row, depth, draft in zip(rows, depths, drafts)
@@ -242,18 +242,19 @@ def _grow_trees(rows, depth_logits, depths, drafts, tree_settings):
         candidates = batch_depth_candidates(
             depth_logits, tree_settings.width, [branch.tokens if branch else None for branch in branches]
         )
-    trees = []
-    for index, (row, depth, draft) in enumerate(zip(rows, depths, drafts)):
-        if not draft:
-            trees.append(DraftTree.root_only(row.anchor))
-            continue
-        tree = build_tree(
-            row.anchor, candidates[index], row.policy.max_budget, tree_settings.width, max_depth=depth,
-            expansion=tree_settings.expansion, branch=branches[index],
-        )
-        tree = tree.truncated(row.policy.choose(tree, row.position))
-        row.depth_cap.observe(tree)
-        trees.append(tree)
+    grown = [
+        build_tree(row.anchor, candidates[index], policy.max_budget, tree_settings.width, max_depth=depth,
+                   expansion=tree_settings.expansion, branch=branches[index])
+        if draft else DraftTree.root_only(row.anchor)
+        for index, (row, depth, draft) in enumerate(zip(rows, depths, drafts))
+    ]
+    if not any(drafts):
+        return grown, branches
+    sizes = policy.choose(grown, [row.position for row in rows])
+    trees = [tree.truncated(size) for tree, size in zip(grown, sizes)]
+    for row, tree, draft in zip(rows, trees, drafts):
+        if draft:
+            row.depth_cap.observe(tree)
     return trees, branches
 
 
@@ -325,8 +326,8 @@ def _output(rows, sequences, cache, keep_scores: bool, keep_logits: bool) -> Jet
 
 
 def _expected_accepted(rows, single: bool):
-    """Per round, the expected accepted draft tokens of each row's verified tree, where its policy predicts them."""
-    expected = [getattr(row.policy, "expected_accepted", None) for row in rows]
+    """Per round, the expected accepted draft tokens of each row's verified tree, where the policy predicts them."""
+    expected = [row.expected_accepted for row in rows]
     if all(values is None for values in expected):
         return None
     return expected[0] if single else expected

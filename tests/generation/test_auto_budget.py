@@ -42,68 +42,44 @@ class FakeClock:
 
 
 class Simulation:
-    """Rounds of the loop against a policy: the clock advances by the table's costs (times `slowdown`), and the
-    target accepts by the true calibration `truth` (an (a, b) of the calibration's model)."""
+    """Rounds of the loop against a policy for a batch of `rows` sequences (one by default): the clock advances by
+    the table's cost of rows × the widest tree (times `slowdown`), and the target accepts by the true calibration
+    `truth` (an (a, b) of the calibration's model)."""
 
-    def __init__(self, verify: VerifyCosts, draft_seconds=0.003, seed=0, slowdown=1.0, state=None):
+    def __init__(self, verify: VerifyCosts, draft_seconds=0.003, seed=0, slowdown=1.0, state=None, rows=1):
         self.clock = FakeClock()
-        self.verify, self.draft_seconds, self.slowdown = verify, draft_seconds, slowdown
+        self.verify, self.draft_seconds, self.slowdown, self.rows = verify, draft_seconds, slowdown, rows
         self.state = state or AutoBudgetState(costs=RoundCosts(verify, draft_seconds),
                                               calibration=ConfidenceCalibration())
         self.drifts = []
         self.policy = AutoBudget(self.state, on_drift=lambda: self.drifts.append(len(self.sizes)), clock=self.clock)
         self.generator, self.rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
         self.sizes: list[int] = []
+        self.round_sizes: list[list[int]] = []
+        self.expected: list[list[float]] = []
         self.catch_up_seconds = 0.0
 
     def run(self, rounds: int, truth, sharpness: float, prefix_length: int = 200) -> list[int]:
-        start = len(self.sizes)
+        start, positions = len(self.sizes), [prefix_length] * self.rows
         for _ in range(rounds):
-            if self.policy.wants_draft(prefix_length):
+            if self.policy.wants_draft(positions):
                 self.clock.now += self.draft_seconds + self.catch_up_seconds
-                logits = torch.randn(15, 64, generator=self.generator) * sharpness
-                grown = build_tree(0, depth_candidates(logits, width=8), self.policy.max_budget, 8)
-                tree = grown.truncated(self.policy.choose(grown, prefix_length))
+                grown = [
+                    build_tree(0, depth_candidates(torch.randn(15, 64, generator=self.generator) * sharpness, width=8),
+                               self.policy.max_budget, 8)
+                    for _ in range(self.rows)
+                ]
+                trees = [tree.truncated(size) for tree, size in zip(grown, self.policy.choose(grown, positions))]
             else:
-                tree = DraftTree.root_only(0)
-            self.clock.now += self.slowdown * self.verify.seconds_at(len(tree), prefix_length)
-            arrays = TreeArrays.of(tree)
-            chances = held_acceptance(path_probabilities(arrays, *truth) @ arrays.depth_one_hot)
-            self.policy.observe(tree, int((chances > self.rng.random()).sum()))
-            self.sizes.append(len(tree))
-        return self.sizes[start:]
-
-
-class BatchSimulation(Simulation):
-    """`Simulation` for a batch of `rows` sequences: one verify of rows × the widest tree per round, each row asking
-    its own `for_row()` policy as the loop does."""
-
-    def __init__(self, verify: VerifyCosts, rows: int, **kwargs):
-        super().__init__(verify, **kwargs)
-        self.row_policies = [self.policy.for_row() for _ in range(rows)]
-        self.round_sizes: list[list[int]] = []
-
-    def run(self, rounds: int, truth, sharpness: float, prefix_length: int = 200) -> list[int]:
-        start = len(self.sizes)
-        for _ in range(rounds):
-            self.policy.start_round(len(self.row_policies))
-            trees = []
-            drafts = [row.wants_draft(prefix_length) for row in self.row_policies]
-            if any(drafts):
-                self.clock.now += self.draft_seconds
-            for row, draft in zip(self.row_policies, drafts):
-                if not draft:
-                    trees.append(DraftTree.root_only(0))
-                    continue
-                logits = torch.randn(15, 64, generator=self.generator) * sharpness
-                grown = build_tree(0, depth_candidates(logits, width=8), row.max_budget, 8)
-                trees.append(grown.truncated(row.choose(grown, prefix_length)))
+                trees = [DraftTree.root_only(0) for _ in range(self.rows)]
             widest = max(map(len, trees))
-            self.clock.now += self.slowdown * self.verify.seconds_at(widest * len(trees), prefix_length)
-            for row, tree in zip(self.row_policies, trees):
+            self.clock.now += self.slowdown * self.verify.seconds_at(widest * self.rows, prefix_length)
+            accepted = []
+            for tree in trees:
                 arrays = TreeArrays.of(tree)
                 chances = held_acceptance(path_probabilities(arrays, *truth) @ arrays.depth_one_hot)
-                row.observe(tree, int((chances > self.rng.random()).sum()))
+                accepted.append(int((chances > self.rng.random()).sum()))
+            self.expected.append(self.policy.observe(trees, accepted))
             self.round_sizes.append([len(tree) for tree in trees])
             self.sizes.append(widest)
         return self.sizes[start:]
@@ -111,14 +87,14 @@ class BatchSimulation(Simulation):
 
 def test_a_batch_decides_together_and_verifies_smaller_trees_where_rows_share_a_costly_verify():
     single = Simulation(STEEP, draft_seconds=0.001).run(200, GREEDY_LIKE, sharpness=3.0)[50:]
-    batch = BatchSimulation(STEEP, rows=8, draft_seconds=0.001)
+    batch = Simulation(STEEP, rows=8, draft_seconds=0.001)
     batched = batch.run(200, GREEDY_LIKE, sharpness=3.0)[50:]
     assert np.median(batched) < np.median(single)
     # Every row of a round verifies the batch's size (or all of a smaller tree), and drafts or not with the others.
     assert all(len(set(sizes)) == 1 for sizes in batch.round_sizes)
-    assert all(len(row.expected_accepted) == 200 for row in batch.row_policies)
+    assert all(len(expected) == 8 for expected in batch.expected)
     # Where the verify is nearly free, a batch still grows large trees, within what the table covers for 8 rows.
-    flat = BatchSimulation(FLAT, rows=8, draft_seconds=0.001).run(200, GREEDY_LIKE, sharpness=3.0)[50:]
+    flat = Simulation(FLAT, rows=8, draft_seconds=0.001).run(200, GREEDY_LIKE, sharpness=3.0)[50:]
     assert np.median(flat) == 256 // 8
 
 
@@ -144,8 +120,8 @@ def test_choice_maximises_tokens_per_second_under_the_calibrated_expectation():
     policy, state = simulation.policy, simulation.state
     logits = torch.randn(15, 64, generator=torch.Generator().manual_seed(3)) * 3.0
     tree = build_tree(0, depth_candidates(logits, width=8), 64, 8)
-    policy.wants_draft(500)
-    chosen = policy.choose(tree, 500)
+    policy.wants_draft([500])
+    [chosen] = policy.choose([tree], [500])
     arrays = TreeArrays.of(tree)
     rates = {n: (1 + state.calibration.expected_accepted(arrays, np.array([n]))[0])
              / state.costs.round_seconds_at(n, 500, drafted=True) for n in auto_budget.BUCKET_SIZES if n <= 64}
@@ -202,7 +178,7 @@ def test_no_tree_at_all_when_even_two_nodes_cannot_pay():
     # A measurement that stopped at one node: every round is a plain one and no head forward runs.
     lone = VerifyCosts((1,), (64,), ((0.01,),))
     policy = AutoBudget(AutoBudgetState(costs=RoundCosts(lone, 0.003), calibration=ConfidenceCalibration()))
-    assert policy.max_budget == 1 and not policy.wants_draft(100)
+    assert policy.max_budget == 1 and not policy.wants_draft([100])
 
 
 def test_what_one_call_learnt_carries_to_the_next(monkeypatch):
