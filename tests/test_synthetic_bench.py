@@ -157,13 +157,14 @@ def test_static_compile_mode_runs_plain_and_tree_through_generate_s_own_compile(
     assert torch.equal(plain.sequences, reference.sequences) and torch.equal(run.sequences, reference.sequences)
 
 
+@pytest.mark.real_cost_measurement
 def test_synthetic_bench_end_to_end_writes_every_field(tmp_path, capsys):
     assert cli_main(bench_argv(tmp_path)) == 0
     report = json.loads((tmp_path / "synthetic.json").read_text())
     markdown = (tmp_path / "synthetic.md").read_text()
     printed = capsys.readouterr().out
     assert printed.strip() == markdown.strip()
-    for heading in ("plain step ms", "Verify forward", "Forced τ", "Goals"):
+    for heading in ("plain step ms", "Verify forward", "Forced τ", "Goals", "cost table"):
         assert heading in markdown
 
     assert {"mode", "command", "environment", "shapes", "settings", "variants", "goals", "elapsed_seconds"} <= set(
@@ -178,6 +179,10 @@ def test_synthetic_bench_end_to_end_writes_every_field(tmp_path, capsys):
     assert [entry["nodes"] for entry in sdpa["verify"]] == [1, 16, 64]
     assert all(entry["ms"] > 0 and entry["over_plain_forward"] > 0 for entry in sdpa["verify"])
     assert sdpa["draft_ms"] > 0
+    auto_costs = sdpa["auto_costs"]
+    assert auto_costs["seconds"] > 0 and auto_costs["node_counts"][0] == 1
+    assert len(auto_costs["ms"]) == len(auto_costs["prefix_lengths"]) >= 1
+    assert all(len(row) == len(auto_costs["node_counts"]) and min(row) > 0 for row in auto_costs["ms"])
 
     rows = sdpa["forced"]
     assert [(row["budget"], row["tau_target"]) for row in rows] == [(16, 2.0), (16, 4.0), (64, 2.0), (64, 4.0)]

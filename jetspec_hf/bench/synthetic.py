@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
+from ..generation.cost_measurement import measure_verify_costs
 from ..generation.profiling import ROUND_STAGES, RoundProfiler
 from ..generation.validation import check_target_supported, resolve_tree_settings
 from .compilation import compiled
@@ -202,6 +203,9 @@ class _Run:
                              for nodes, ms in forwards.verify.items()]
         variant["draft_ms"] = forwards.draft
         variant["forced"] = []
+        variant["auto_costs"] = None
+        if variant["compile"] == "none" and self.clock.out_of_time() is None:
+            variant["auto_costs"] = self._auto_costs()
         self._publish()
 
         variant["host_syncs"] = variant["synced_profile"] = None
@@ -218,6 +222,16 @@ class _Run:
             for tau in args.taus:
                 variant["forced"].append(self._forced(budget, tau, continuation, variant["plain"], forwards.verify))
                 self._publish()
+
+    def _auto_costs(self) -> dict:
+        """The verify table `tree_budget="auto"` measures on its first call (`cost_measurement.py`), and how long
+        that took on this machine."""
+        started = time.perf_counter()
+        costs = measure_verify_costs(self.target, self.head.config.target_layer_ids, self.device, self.depth + 1)
+        seconds = time.perf_counter() - started
+        return {"seconds": round(seconds, 3), "node_counts": list(costs.node_counts),
+                "prefix_lengths": list(costs.prefix_lengths),
+                "ms": [[round(1000.0 * value, 3) for value in row] for row in costs.seconds]}
 
     def _feasible(self, budget: int, tau: float) -> bool:
         return tau <= 1 + min(self.depth, budget - 1)

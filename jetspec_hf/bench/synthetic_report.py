@@ -126,6 +126,20 @@ def goals_lines(goal_report: dict) -> str:
     ])
 
 
+def auto_costs_table(report: dict) -> str:
+    """The verify tables `tree_budget="auto"` measured (ms per node count and prefix length), per variant."""
+    sections = []
+    for variant in _ran(report["variants"]):
+        costs = variant.get("auto_costs")
+        if not costs:
+            continue
+        rows = [[str(prefix), *(f"{ms:.2f}" for ms in row)] for prefix, row in zip(costs["prefix_lengths"],
+                                                                                  costs["ms"])]
+        sections.append(f"{variant['name']}, measured in {costs['seconds']:.1f} s:\n\n"
+                        + _table(["prefix \\ nodes", *map(str, costs["node_counts"])], rows))
+    return "\n\n".join(sections) or "(not measured)"
+
+
 def markdown(report: dict) -> str:
     """The whole report as Markdown: environment line, variants, verify sweep, forced τ, goals."""
     environment = report["environment"]
@@ -146,7 +160,9 @@ def markdown(report: dict) -> str:
         forced_table(report),
         "Goals:",
         goals_lines(report["goals"]),
+        "`tree_budget=\"auto\"` cost table (verify forward ms, as its first call measures it):",
+        auto_costs_table(report),
     ]) + "\n"
 
 
-__all__ = ["forced_table", "goals", "goals_lines", "markdown", "variants_table", "verify_table"]
+__all__ = ["auto_costs_table", "forced_table", "goals", "goals_lines", "markdown", "variants_table", "verify_table"]
