@@ -24,9 +24,9 @@ one-row table read at rows × N, which the rounds' own times then correct), so e
 drafts or not together. A batch lasts as long as its slowest row, so the row expected to accept least sets the
 expectation N is chosen by; every row's tree and accepted length calibrate the head.
 
-What one (head, target, device, decoding settings, batch size) has learnt carries over to the next `generate` call in the same
-process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and measured
-again when the rounds' own times drift far from it.
+What one (head, target, device, decoding settings, batch size) has learnt carries over to the next `generate` call
+in the same process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and
+measured again when the rounds' own times drift far from it.
 """
 
 from __future__ import annotations
