@@ -12,7 +12,7 @@ def pair():
     return enabled_pair()
 
 
-@pytest.mark.parametrize("budget", [1, 6, 64])
+@pytest.mark.parametrize("budget", [1, 6, 64, "auto"])
 def test_a_static_cache_gives_plain_tokens_and_the_cache_plain_decoding_leaves(pair, budget):
     target, head = pair
     for seed, length in ((0, 1), (1, 7), (2, 15)):
