@@ -40,13 +40,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import PreTrainedModel
 
 from ..modeling_jetspec import JetSpecDraftModel
 from .budget import AUTO_BUDGET
 from .calibration import ConfidenceCalibration, TreeArrays
 from .cost_measurement import cost_signature, forget_verify_costs, measure_draft_seconds, verify_costs_for
 from .cost_model import RoundCosts
+from .options import GenerateOptions
 from .tree import DraftTree
 from .validation import TreeSettings
 
@@ -151,7 +152,7 @@ class AutoBudget:
     ):
         self.state = state
         self._bucket_sizes = np.array([size for size in BUCKET_SIZES if size <= state.costs.verify.max_nodes])
-        self.rows = 1
+        self._set_rows(1)
         self._publish = publish
         self._on_drift = on_drift
         self._clock = clock
@@ -162,11 +163,11 @@ class AutoBudget:
         self._finished: _RoundTiming | None = None
         self._first_round = True
 
-    @property
-    def sizes(self) -> np.ndarray:
-        """The bucketed sizes a round may verify: those whose rows × size nodes the verify table covers."""
-        sizes = self._bucket_sizes[self._bucket_sizes * self.rows <= self.state.costs.verify.max_nodes]
-        return sizes if len(sizes) else self._bucket_sizes[:1]
+    def _set_rows(self, rows: int) -> None:
+        """A round of `rows` sequences: it may verify the bucketed sizes whose rows × size nodes the table covers."""
+        self.rows = rows
+        sizes = self._bucket_sizes[self._bucket_sizes * rows <= self.state.costs.verify.max_nodes]
+        self.sizes = sizes if len(sizes) else self._bucket_sizes[:1]
 
     @property
     def max_budget(self) -> int:
@@ -176,7 +177,9 @@ class AutoBudget:
 
     def wants_draft(self, positions: list[int]) -> bool:
         now = self._clock()
-        self.rows, prefix_length = len(positions), max(positions)
+        prefix_length = max(positions)
+        if len(positions) != self.rows:
+            self._set_rows(len(positions))
         drafted_before = self._finished is not None and self._finished.drafted_at is not None
         self._close_round(now)
         self._current = _RoundTiming(start=now, prefix_length=prefix_length, rows=self.rows,
@@ -213,21 +216,20 @@ class AutoBudget:
         if not drafted:
             return [len(tree) for tree in trees]
         prefix_length = max(positions)
-        # Every row's expectation at every bucket size. The outlook keeps every size (a batch that loses rows may
-        # verify larger trees later); the choice is among the sizes this round's rows allow, a prefix of them.
+        # Every row's expectation at every bucket size (a size beyond a tree is the whole tree). The outlook keeps
+        # every size (a batch that loses rows may verify larger trees later); the choice is among the sizes this
+        # round's rows allow, a prefix of them, and a size beyond the widest tree costs what the widest tree costs.
         self._trees = [TreeArrays.of(tree) if len(tree) > 1 else None for tree in trees]
-        curves = np.stack([
-            state.calibration.expected_accepted(self._trees[index], np.minimum(self._bucket_sizes, len(trees[index])))
-            for index in drafted
-        ])
+        curves = np.stack([state.calibration.expected_accepted(self._trees[index], self._bucket_sizes)
+                           for index in drafted])
         # A batch lasts as long as its slowest row: the row expected to accept least sets the batch's pace.
         batch_curve = curves.min(axis=0)
         previous = batch_curve if state.outlook is None else state.outlook
         state.outlook = previous + OUTLOOK_WEIGHT * (batch_curve - previous)
-        sizes = self.sizes
+        widest = max(len(trees[index]) for index in drafted)
+        sizes = np.minimum(self.sizes, widest)
         expected = batch_curve[: len(sizes)]
         rates = (1.0 + expected) / state.costs.round_seconds(sizes * self.rows, prefix_length, drafted=True)
-        widest = max(len(trees[index]) for index in drafted)
         if self._current is not None and self._current.exploring:
             rates[sizes < min(EXPLORING_SIZE, widest)] = 0.0
         best = int(np.argmax(rates))
@@ -243,13 +245,13 @@ class AutoBudget:
     def observe(self, trees: list[DraftTree], accepted: list[int]) -> list[float]:
         """Learn from the finished round (every row's verified tree and accepted draft tokens); returns each row's
         calibrated expectation at the size it verified (0 for a row without a draft)."""
-        drafted_arrays = self._trees if len(self._trees) == len(trees) else [None] * len(trees)
-        for arrays, tree, count in zip(drafted_arrays, trees, accepted):
-            if arrays is not None and len(tree) > 1:
+        # Without a draft this round (`choose` not asked), both lists are empty and nothing is learnt.
+        for arrays, tree, count in zip(self._trees, trees, accepted):
+            if arrays is not None:
                 self.state.calibration.observe(arrays.prefix(len(tree)), count)
-        expected = self._expected if len(self._expected) == len(trees) else [0.0] * len(trees)
-        expected = [value if len(tree) > 1 else 0.0 for value, tree in zip(expected, trees)]
-        self._trees, self._expected = [], []
+        # A tree the static cache cut to its root verified no draft.
+        expected = [value if len(tree) > 1 else 0.0
+                    for value, tree in zip(self._expected or [0.0] * len(trees), trees)]
         if self._current is not None:
             self._current.nodes = max(len(tree) for tree in trees) * len(trees)
             self._current.committed = sum(count + 1 for count in accepted) / len(trees)
@@ -324,7 +326,7 @@ _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def auto_budget_policy(
     target: PreTrainedModel,
     head: JetSpecDraftModel,
-    generation_config: GenerationConfig,
+    options: GenerateOptions,
     tree_settings: TreeSettings,
     device: torch.device,
     batch_size: int = 1,
@@ -333,7 +335,7 @@ def auto_budget_policy(
     call of the process), and what earlier calls with the same head, target, decoding settings and batch size
     learnt (a batch's round costs are its own; the head's calibration is shared across batch sizes)."""
     verify = verify_costs_for(target, head.config.target_layer_ids, device, tree_settings.depth + 1)
-    setting = (tuple(sorted(cost_signature(target, device).items())), _decoding_key(generation_config, tree_settings))
+    setting = (tuple(sorted(cost_signature(target, device).items())), _decoding_key(options, tree_settings))
     key = (*setting, batch_size)
     states = _STATES.setdefault(head, {})
     state = states.get(key)
@@ -358,14 +360,14 @@ def auto_budget_policy(
     return AutoBudget(copy.deepcopy(state), publish=publish, on_drift=forget)
 
 
-def _decoding_key(generation_config: GenerationConfig, tree_settings: TreeSettings) -> tuple:
-    """The settings that change how often the target accepts the head's tokens."""
+def _decoding_key(options: GenerateOptions, tree_settings: TreeSettings) -> tuple:
+    """The settings that change how often the target accepts the head's tokens, as the call resolves them."""
     tree = (tree_settings.width, tree_settings.depth, tree_settings.expansion, tree_settings.lookup_tokens)
-    penalty = getattr(generation_config, "repetition_penalty", None)
-    if not generation_config.do_sample:
+    penalty = options.value("repetition_penalty")
+    if not options.value("do_sample"):
         return ("greedy", penalty, *tree)
     warpers = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
-    return ("sample", penalty, *(getattr(generation_config, name, None) for name in warpers), *tree)
+    return ("sample", penalty, *(options.value(name) for name in warpers), *tree)
 
 
 __all__ = ["AUTO_BUDGET", "AutoBudget", "AutoBudgetState", "BUCKET_SIZES", "auto_budget_policy"]

@@ -150,10 +150,8 @@ def generate_with_draft_head(
     budget_policy = None
     if tree_settings.budget == AUTO_BUDGET:
         # Measures this machine's verify costs on the first such call of the process (docs/design.md §5).
-        decoding = copy.deepcopy(generation_config if generation_config is not None else target.generation_config)
-        decoding.update(**kwargs)
         device = _input_device(target, inputs, kwargs)
-        budget_policy = auto_budget_policy(target, draft_head, decoding, tree_settings, device,
+        budget_policy = auto_budget_policy(target, draft_head, options, tree_settings, device,
                                            batch_size=prompt_batch_size(inputs, kwargs))
     guarded_streamer = _EndOnce(streamer) if streamer is not None else None
     decode = functools.partial(

@@ -4,6 +4,7 @@ to plain rounds and growing again, and the policy inside `generate`."""
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationConfig
 
 import jetspec_hf
 from jetspec_hf.generation import auto_budget
@@ -18,6 +19,7 @@ from jetspec_hf.generation.auto_budget import (
 )
 from jetspec_hf.generation.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
 from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
+from jetspec_hf.generation.options import GenerateOptions
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
 from jetspec_hf.generation.validation import resolve_tree_settings
 from tiny_models import enabled_pair, random_prompt, tiny_head, tiny_target
@@ -185,19 +187,30 @@ def test_what_one_call_learnt_carries_to_the_next(monkeypatch):
     target = jetspec_hf.enable(tiny_target())
     head = tiny_head(target)
     settings = resolve_tree_settings(head, {"tree_budget": "auto"})
-    config = target.generation_config
-    first = auto_budget_policy(target, head, config, settings, torch.device("cpu"))
+    greedy = GenerateOptions({}, {}, None, target.generation_config)
+    first = auto_budget_policy(target, head, greedy, settings, torch.device("cpu"))
     simulation = Simulation(first.state.costs.verify, state=first.state)
     simulation.policy = first
     first._clock = simulation.clock
     simulation.run(30, GREEDY_LIKE, sharpness=3.0)
-    second = auto_budget_policy(target, head, config, settings, torch.device("cpu"))
+    second = auto_budget_policy(target, head, greedy, settings, torch.device("cpu"))
     assert second.state.calibration.rounds == first.state.calibration.rounds > 0
     assert second.state is not first.state  # each call works on its own copy
     # Other decoding settings learn apart.
-    sampling = auto_budget_policy(target, head, type(config)(do_sample=True, temperature=0.7), settings,
-                                  torch.device("cpu"))
-    assert sampling.state.calibration.rounds == 0
+    sampling = GenerateOptions({"do_sample": True, "temperature": 0.7}, {}, None, target.generation_config)
+    assert auto_budget_policy(target, head, sampling, settings, torch.device("cpu")).state.calibration.rounds == 0
+
+
+def test_decoding_settings_resolve_as_the_call_does():
+    # A passed config that leaves sampling unset samples as the target's own config says, as `generate` merges them.
+    settings = resolve_tree_settings(tiny_head(tiny_target()), {"tree_budget": "auto"})
+    target_config = GenerationConfig(do_sample=True, temperature=0.6)
+    passed = GenerateOptions({}, {}, GenerationConfig(max_new_tokens=8), target_config)
+    as_kwargs = GenerateOptions({"max_new_tokens": 8}, {}, None, target_config)
+    assert auto_budget._decoding_key(passed, settings) == auto_budget._decoding_key(as_kwargs, settings)
+    assert auto_budget._decoding_key(passed, settings)[:3] == ("sample", None, 0.6)
+    greedy = GenerateOptions({"do_sample": False}, {}, None, target_config)
+    assert auto_budget._decoding_key(greedy, settings)[0] == "greedy"
 
 
 @pytest.fixture(scope="module")
