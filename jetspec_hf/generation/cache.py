@@ -20,7 +20,7 @@ def keep_accepted_paths(cache: Cache, prefix_length: int, paths: list[list[int]]
     kept_length = prefix_length + longest
     if any(path != list(range(len(path))) for path in paths):
         # A short path is padded with its own last node: the column is a hole, its content never attended.
-        padded = [path + path[-1:] * (longest - len(path)) for path in paths]
+        padded = padded_paths(paths)
         sources: dict[torch.device, torch.Tensor] = {}  # layers split over devices each read their own copy
         for layer in cache.layers:
             device = layer.keys.device
@@ -57,7 +57,27 @@ def prepare_static_cache(cache: Cache, target, batch_size: int) -> None:
         shape = target._get_static_cache_init_shape()
         if shape is not None:
             num_heads, head_dim = shape
-            cache.early_initialization(batch_size, num_heads, head_dim, target.dtype, target.get_input_embeddings().weight.device)
+            device = target.get_input_embeddings().weight.device
+            cache.early_initialization(batch_size, num_heads, head_dim, target.dtype, device)
+
+
+def padded_paths(paths: list[list[int]]) -> list[list[int]]:
+    """Every row's kept node indices, a short row padded with its own last node up to the longest row."""
+    longest = max(len(path) for path in paths)
+    return [path + path[-1:] * (longest - len(path)) for path in paths]
+
+
+def compaction_order(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each row's valid columns come from once the holes are squeezed out, and which new columns are valid.
+
+    Returns `order` `(B, kept)`, each row's valid column indices first and in order (a stable sort by (hole,
+    column)), cut to the longest row's count, and the new `(B, kept)` valid mask.
+    """
+    length = valid.shape[1]
+    counts = valid.sum(dim=1)
+    kept = int(counts.max())
+    order = torch.argsort((~valid).to(torch.int64) * length + torch.arange(length, device=valid.device))[:, :kept]
+    return order, torch.arange(kept, device=valid.device)[None, :] < counts[:, None]
 
 
 def keep_accepted_path(cache: Cache, prefix_length: int, path: list[int]) -> None:
@@ -75,16 +95,13 @@ def compact_cache(cache: Cache, valid: torch.Tensor) -> torch.Tensor:
 
     Keys carry their rotary positions already, so moving a column does not change what it means.
     """
-    length = valid.shape[1]
-    counts = valid.sum(dim=1)
-    kept = int(counts.max())
-    order = torch.argsort((~valid).to(torch.int64) * length + torch.arange(length, device=valid.device))[:, :kept]
+    order, new_valid = compaction_order(valid)
     for layer in cache.layers:
         for name in ("keys", "values"):
             states = getattr(layer, name)
             index = order.to(states.device)[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
             setattr(layer, name, states.gather(2, index))
-    return torch.arange(kept, device=valid.device)[None, :] < counts[:, None]
+    return new_valid
 
 
 # The head's context rides on the target's cache object as an attribute, so that any cache `generate` returns (or
@@ -108,6 +125,8 @@ __all__ = [
     "prepare_static_cache",
     "static_capacity",
     "compact_cache",
+    "compaction_order",
+    "padded_paths",
     "draft_context_of",
     "keep_accepted_path",
     "keep_accepted_paths",

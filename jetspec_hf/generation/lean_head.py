@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .cache import compaction_order
 
 
 def _grown(capacity: int, needed: int) -> int:
@@ -167,25 +168,23 @@ class LeanHeadState:
         """Move every row's context columns to the front, in order, and drop the holes."""
         if self.valid is None:
             return
-        valid = self.valid[:, : self.length]
-        counts = valid.sum(dim=1)
-        length = int(counts.max())
-        # A stable order that puts each row's valid columns first: sort by (hole, column).
-        order = torch.argsort((~valid).to(torch.int64) * self.length + torch.arange(self.length, device=valid.device))
-        order = order[:, :length]
+        order, new_valid = compaction_order(self.valid[:, : self.length])
+        length = new_valid.shape[1]
         for buffers in (self.keys, self.values):
             for index, old in enumerate(buffers):
                 gather = order.to(old.device)[:, None, :, None].expand(-1, old.shape[1], -1, old.shape[3])
                 buffers[index][:, :, :length] = old[:, :, : self.length].gather(2, gather)
-        self.valid[:, :length] = torch.arange(length, device=valid.device)[None, :] < counts[:, None]
+        self.valid[:, :length] = new_valid
         self.length = length
         if bool(self.valid[:, :length].all()):
             self.valid = None
 
     def hole_fraction(self) -> float:
+        """The share of held columns that are holes, from the host's counts (each row holds `next_positions`
+        context columns), so that asking costs no device read."""
         if self.valid is None or self.length == 0:
             return 0.0
-        return 1.0 - float(self.valid[:, : self.length].float().mean())
+        return 1.0 - sum(self.next_positions) / (self.batch_size * self.length)
 
 
 class LeanHead:

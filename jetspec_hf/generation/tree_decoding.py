@@ -31,6 +31,7 @@ from .cache import (
     compact_cache,
     draft_context_of,
     keep_accepted_paths,
+    padded_paths,
     prepare_static_cache,
     select_cache_rows,
     static_capacity,
@@ -138,7 +139,8 @@ def tree_decoding(
                 prefix_length = cache_length(cache)
                 # Never draft deeper than a row may still go: a round commits at most depth + 1 tokens.
                 depths = [min(row.depth_cap.depth, generation_config.max_length - row.ids.shape[1] - 1) for row in rows]
-                draft_round = drafting and policy.wants_draft([row.position for row in rows])
+                positions = [row.position for row in rows]
+                draft_round = drafting and policy.wants_draft(positions)
                 drafts = [draft_round and depth > 0 for depth in depths]
 
                 with stage(round_profiler, "draft", device):
@@ -147,14 +149,14 @@ def tree_decoding(
                         anchors = torch.tensor([[row.anchor] for row in rows], device=device)
                         depth_logits = drafter.draft(anchors, max(depths))
                 with stage(round_profiler, "tree", device):
-                    trees, branches = _grow_trees(rows, depth_logits, depths, drafts, tree_settings, policy)
+                    trees, branches = _grow_trees(rows, positions, depth_logits, depths, drafts, tree_settings, policy)
                     if capacity is not None:
                         # A static cache has room for so many tree columns; nested trees cut to any size exactly.
                         room = capacity - prefix_length
                         trees = [tree.truncated(room) for tree in trees]
                 with stage(round_profiler, "verify", device):
                     node_logits, node_features = verify_trees(
-                        model, trees, prefix_length, [row.position for row in rows], key_valid, cache, capture,
+                        model, trees, prefix_length, positions, key_valid, cache, capture,
                         device, forward=verify_forward,
                         bucket_limit=capacity - prefix_length if verify_forward is not None else None,
                     )
@@ -180,16 +182,18 @@ def tree_decoding(
                     _count_round(round_profiler, trees, kept_paths)
                 with stage(round_profiler, "cache", device):
                     holes = keep_accepted_paths(cache, prefix_length, kept_paths)
+                    holes = None if holes is None else holes.to(device)
                     key_valid = _extend_key_valid(key_valid, holes, prefix_length, max(map(len, kept_paths)), device)
                     if drafting:
                         kept_features, counts = _kept_node_features(node_features, kept_paths)
-                        drafter.add_context(kept_features, None if holes is None else holes.to(device), counts)
+                        drafter.add_context(kept_features, holes, counts)
                     for row, path in zip(rows, kept_paths):
                         row.position += len(path)
                     rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
                 # A batch's holes are squeezed out once they pile up. A single row's only holes are its padding,
                 # which its returned cache keeps where plain decoding keeps it.
-                if batch_size > 1 and key_valid is not None and _hole_fraction(key_valid) > MAX_HOLE_FRACTION:
+                squeeze = batch_size > 1 and rows and key_valid is not None
+                if squeeze and _hole_fraction(rows, key_valid) > MAX_HOLE_FRACTION:
                     with stage(round_profiler, "compact", device):
                         key_valid = compact_cache(cache, key_valid)
     finally:
@@ -230,7 +234,7 @@ def _new_lookup(tree_settings: TreeSettings, ids: torch.Tensor, key_valid, row: 
     return lookup
 
 
-def _grow_trees(rows, depth_logits, depths, drafts, tree_settings, policy: BudgetPolicy):
+def _grow_trees(rows, positions, depth_logits, depths, drafts, tree_settings, policy: BudgetPolicy):
     """Each row's tree for this round (root only where the row does not draft), cut to the sizes the budget policy
     chooses for the batch, and its lookup branch."""
     branches = [
@@ -250,11 +254,9 @@ def _grow_trees(rows, depth_logits, depths, drafts, tree_settings, policy: Budge
     ]
     if not any(drafts):
         return grown, branches
-    sizes = policy.choose(grown, [row.position for row in rows])
-    trees = [tree.truncated(size) for tree, size in zip(grown, sizes)]
-    for row, tree, draft in zip(rows, trees, drafts):
-        if draft:
-            row.depth_cap.observe(tree)
+    trees = [tree.truncated(size) for tree, size in zip(grown, policy.choose(grown, positions))]
+    for row, tree in zip(rows, trees):
+        row.depth_cap.observe(tree)  # a root-only tree says nothing about depth
     return trees, branches
 
 
@@ -266,20 +268,18 @@ def _extend_key_valid(key_valid, holes, prefix_length: int, added: int, device):
     batch_size = holes.shape[0] if holes is not None else key_valid.shape[0]
     if key_valid is None:
         key_valid = torch.ones(batch_size, prefix_length, dtype=torch.bool, device=device)
-    new = torch.ones(batch_size, added, dtype=torch.bool, device=device) if holes is None else holes.to(device)
+    new = torch.ones(batch_size, added, dtype=torch.bool, device=device) if holes is None else holes
     return torch.cat([key_valid, new], dim=1)
 
 
 def _kept_node_features(node_features: torch.Tensor, kept_paths: list[list[int]]):
     """The tapped features of each row's kept nodes, `(B, longest, k*H)` (short rows padded), and their counts."""
-    counts = [len(path) for path in kept_paths]
-    longest = max(counts)
     if node_features.shape[0] == 1:
         index = torch.tensor(kept_paths[0], device=node_features.device)
         return node_features[:, index], None
-    padded = [path + path[-1:] * (longest - len(path)) for path in kept_paths]
-    index = torch.tensor(padded, device=node_features.device)[:, :, None].expand(-1, -1, node_features.shape[2])
-    return node_features.gather(1, index), counts
+    index = torch.tensor(padded_paths(kept_paths), device=node_features.device)
+    index = index[:, :, None].expand(-1, -1, node_features.shape[2])
+    return node_features.gather(1, index), [len(path) for path in kept_paths]
 
 
 def _count_round(profiler: RoundProfiler, trees: list[DraftTree], kept_paths: list[list[int]]) -> None:
@@ -292,8 +292,10 @@ def _count_round(profiler: RoundProfiler, trees: list[DraftTree], kept_paths: li
     profiler.count("hole_slots", sum(longest - len(path) for path in kept_paths))
 
 
-def _hole_fraction(key_valid: torch.Tensor) -> float:
-    return 1.0 - float(key_valid.float().mean())
+def _hole_fraction(rows, key_valid: torch.Tensor) -> float:
+    """The share of the batch's cache columns that are holes, from the host's counts (each row holds its
+    `position` real tokens), so that asking costs no device read."""
+    return 1.0 - sum(row.position for row in rows) / (len(rows) * key_valid.shape[1])
 
 
 def _drop_done_rows(rows, stopping, cache, drafter, key_valid):

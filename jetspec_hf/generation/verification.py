@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, StaticCache
+from transformers.cache_utils import Cache
 
+from .cache import static_capacity
 from .capture import TappedLayerCapture
 from .tree import DraftTree
 from .tree_attention import TREE_MASK_KWARG, TreeAttentionMask, routes_tree_attention
@@ -70,7 +71,7 @@ def verify_trees(
     if len(trees) == 1:
         ancestors = ancestors[0, 0]  # one tree: the (N, N) form every row shares
     mask = TreeAttentionMask.from_ancestors(ancestors, prefix_length, device, prefix_key_mask)
-    key_length = _static_key_length(cache)
+    key_length = static_capacity(cache)
     if forward is None and routes_tree_attention(target.config._attn_implementation):
         attention = {"attention_mask": _PREPARED_MASK_PLACEHOLDER, TREE_MASK_KWARG: mask}
     else:
@@ -90,11 +91,6 @@ def verify_trees(
         **attention,
     )
     return outputs.logits, capture.features()
-
-
-def _static_key_length(cache: Cache) -> int | None:
-    layer = cache.layers[0]
-    return getattr(layer, "max_cache_len", None) if isinstance(cache, StaticCache) else None
 
 
 def verify_tree(
