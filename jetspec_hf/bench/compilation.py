@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import CompileConfig
+
+from .methods import compile_settings
 
 COMPILE_MODES = ("none", "mlp", "static")
 # What each mode leaves uncompiled, stated in the report next to the numbers.
@@ -47,13 +48,11 @@ def compiled(target, mode: str, backend: str = "inductor"):
         yield CompiledSetup(None)
         return
     if mode == "static":
-        compile_config = CompileConfig(backend=backend)
-        compile_config._compile_all_devices = True  # transformers compiles on GPUs only unless told otherwise
         try:
             yield CompiledSetup(
                 f"static cache + compile_config ({backend}): plain steps and tree verifies; not compiled: "
                 f"{STATIC_NOT_COMPILED}",
-                dict(cache_implementation="static", compile_config=compile_config),
+                compile_settings(backend),
             )
         finally:
             torch._dynamo.reset()

@@ -11,6 +11,7 @@ import torch
 from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS
 from ..dtypes import DTYPE_NAMES, torch_dtype
 from ..extras import require_extra
+from ..prompts import JSON_SUFFIXES
 from ..weights_fingerprint import folder_fingerprint
 
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
@@ -30,7 +31,7 @@ def require_bench_extras(dataset: str) -> None:
     """Check, before any model is loaded, the optional packages this run will need: matplotlib for the plot every
     run ends with, and `datasets` when the prompts are not a JSON Lines file."""
     require_extra("bench", "matplotlib", purpose="The benchmark plot (benchmark.png)")
-    if Path(dataset).suffix not in {".jsonl", ".json"}:
+    if Path(dataset).suffix not in JSON_SUFFIXES:
         require_extra("bench", "datasets", purpose=f"Reading prompts from {dataset!r} (not a .jsonl file)")
 
 

@@ -239,10 +239,10 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
     return methods
 
 
-def compile_settings() -> dict:
+def compile_settings(backend: str = "inductor") -> dict:
     """What makes `generate` compile its forwards on any device, CPU included: a static cache and a
-    `compile_config` that allows every device (transformers' own switch, otherwise GPU-only)."""
-    compile_config = CompileConfig()
+    `compile_config` (for `backend`) that allows every device (transformers' own switch, otherwise GPU-only)."""
+    compile_config = CompileConfig(backend=backend)
     compile_config._compile_all_devices = True
     return dict(cache_implementation="static", compile_config=compile_config)
 

@@ -7,27 +7,11 @@ keeps the benchmark's defaults (the `test` split, the first `--samples` prompts)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..prompts import PROMPT_FIELDS, encode_prompt, read_dataset_prompts, read_jsonl_prompts
+from ..prompts import encode_prompt
 from ..prompts import load_prompts as load_prompt_sources
-
-# Field names tried, in order, when `--field` is not given.
-DEFAULT_FIELDS = PROMPT_FIELDS
-
-
-def load_jsonl_prompts(path: Path, field: str | None = None, samples: int | None = None) -> list[str]:
-    """Prompts from a JSONL file, one JSON object a line (blank lines skipped)."""
-    return read_jsonl_prompts(path, field, samples)
-
-
-def load_dataset_prompts(
-    name: str, split: str = "test", field: str | None = None, samples: int | None = None
-) -> list[str]:
-    """Prompts from a `datasets` dataset: a folder written by `save_to_disk`, or anything `load_dataset` takes."""
-    return read_dataset_prompts(name, field, split, samples)
 
 
 def load_prompts(source: str, split: str = "test", field: str | None = None, samples: int | None = None) -> list[str]:
@@ -54,10 +38,6 @@ class PromptBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None = None
 
-    @property
-    def size(self) -> int:
-        return self.input_ids.shape[0]
-
 
 def batch_prompts(prompts: list[torch.Tensor], batch_size: int, pad_token_id: int) -> list[PromptBatch]:
     """Consecutive prompts grouped `batch_size` at a time (the last group may be smaller), left-padded as a
@@ -78,12 +58,4 @@ def batch_prompts(prompts: list[torch.Tensor], batch_size: int, pad_token_id: in
     return batches
 
 
-__all__ = [
-    "DEFAULT_FIELDS",
-    "PromptBatch",
-    "batch_prompts",
-    "encode_prompts",
-    "load_dataset_prompts",
-    "load_jsonl_prompts",
-    "load_prompts",
-]
+__all__ = ["PromptBatch", "batch_prompts", "encode_prompts", "load_prompts"]

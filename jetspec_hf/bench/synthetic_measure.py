@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, GenerationConfig, GenerationMixin
+from transformers import DynamicCache, GenerationMixin
 
 from ..generation.capture import TappedLayerCapture
 from ..generation.drafting import HeadDrafter
@@ -26,6 +26,7 @@ from ..generation.tree_decoding import tree_decoding
 from ..generation.validation import resolve_tree_settings
 from ..generation.verification import prefill, verify_tree
 from .measure import synchronize
+from .methods import greedy_config
 from .oracle import AcceptanceSchedule, OracleDrafter
 
 
@@ -138,13 +139,9 @@ def _timed(call: Callable[[], object], device: torch.device):
     return output, time.perf_counter() - start
 
 
-def _greedy(max_new_tokens: int, **extra) -> GenerationConfig:
-    return GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, **extra)
-
-
 def plain_generation(target, prompt: torch.Tensor, max_new_tokens: int, **generation_settings) -> Generation:
     """Plain greedy `generate` (the class's own, not the tree-routing one `enable` installs)."""
-    config = _greedy(max_new_tokens, **generation_settings)
+    config = greedy_config(max_new_tokens, **generation_settings)
     sequences, seconds = _timed(
         lambda: GenerationMixin.generate(
             target, prompt, attention_mask=torch.ones_like(prompt), generation_config=config
@@ -185,7 +182,8 @@ def oracle_generation(
             target,
             prompt,
             attention_mask=torch.ones_like(prompt),
-            generation_config=_greedy(max_new_tokens, return_dict_in_generate=True, **(generation_settings or {})),
+            generation_config=greedy_config(max_new_tokens, return_dict_in_generate=True,
+                                            **(generation_settings or {})),
             custom_generate=decode,
         ),
         prompt.device,
