@@ -10,6 +10,9 @@ from transformers import AutoConfig, Qwen3Config
 # The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
+# Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
+TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion")
+
 # Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them. The
 # budget is chosen every round from this machine's measured costs and the head's calibrated confidence
 # (`generation/auto_budget.py`); an integer fixes it.
@@ -127,4 +130,4 @@ class JetSpecConfig(Qwen3Config):
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
 AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
-__all__ = ["DEFAULT_TREE_SETTINGS", "JetSpecConfig", "default_target_layer_ids"]
+__all__ = ["DEFAULT_TREE_SETTINGS", "TREE_SETTING_NAMES", "JetSpecConfig", "default_target_layer_ids"]

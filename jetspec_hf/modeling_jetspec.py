@@ -28,8 +28,8 @@ from transformers.models.qwen3.modeling_qwen3 import (
     rotate_half,
 )
 
-from .configuration_jetspec import JetSpecConfig
-from .released_format import guard_auto_model, released_config_dict
+from .configuration_jetspec import TREE_SETTING_NAMES, JetSpecConfig
+from .released_format import guard_auto_model, hub_arguments, released_config_dict
 
 
 class JetSpecNotEnabledError(RuntimeError):
@@ -352,7 +352,7 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
-TREE_DEFAULT_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion", "prompt_lookup_num_tokens")
+TREE_DEFAULT_NAMES = (*TREE_SETTING_NAMES, "prompt_lookup_num_tokens")
 
 
 def with_tree_defaults(generation_config: GenerationConfig, config: JetSpecConfig) -> GenerationConfig:
@@ -367,13 +367,8 @@ def with_tree_defaults(generation_config: GenerationConfig, config: JetSpecConfi
 
 def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -> GenerationConfig | None:
     """The `generation_config.json` beside the head's weights, fetched like them; `None` when there is none."""
-    hub_kwargs = {
-        name: load_kwargs[name]
-        for name in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
-        if load_kwargs.get(name) is not None
-    }
     try:
-        return GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        return GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_arguments(load_kwargs))
     except OSError:
         return None
 

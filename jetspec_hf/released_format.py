@@ -48,6 +48,11 @@ _HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "proxies", 
 _GUARD_FLAG = "_jetspec_refuses_released_heads"
 
 
+def hub_arguments(load_kwargs: dict) -> dict:
+    """The `from_pretrained` arguments among `load_kwargs` that say where files are fetched from (those set)."""
+    return {name: load_kwargs[name] for name in _HUB_ARGUMENTS if load_kwargs.get(name) is not None}
+
+
 def is_released_head_config(config_dict: dict[str, Any]) -> bool:
     """Whether a config.json (as a dict) describes a head in the released format."""
     return config_dict.get("model_type") == RELEASED_MODEL_TYPE and RELEASED_ARCHITECTURE in (
@@ -123,9 +128,8 @@ def _config_dict(name_or_path, kwargs: dict) -> dict | None:
     config = kwargs.get("config")
     if isinstance(config, PreTrainedConfig):
         return config.to_dict()
-    hub_arguments = {name: kwargs[name] for name in _HUB_ARGUMENTS if kwargs.get(name) is not None}
     try:
-        config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path, **hub_arguments)
+        config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path, **hub_arguments(kwargs))
     except (OSError, ValueError):
         return None
     return config_dict
@@ -163,6 +167,7 @@ __all__ = [
     "RELEASED_MODEL_TYPE",
     "RELEASED_TOKEN_ID_FIELDS",
     "guard_auto_model",
+    "hub_arguments",
     "is_released_head_config",
     "released_config_dict",
     "released_head_error",

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
 from transformers.utils import logging
 
-from ..configuration_jetspec import DEFAULT_TREE_SETTINGS
+from ..configuration_jetspec import DEFAULT_TREE_SETTINGS, TREE_SETTING_NAMES
 from ..modeling_jetspec import JetSpecDraftModel
 from .budget import AUTO_BUDGET
 from .tree import TREE_EXPANSIONS
@@ -20,9 +20,6 @@ SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM)
 # The head's block mask is explicit, which these backends take as it is.
 HEAD_ATTENTION = ("sdpa", "eager")
 
-
-# Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
-TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion")
 
 
 @dataclass(frozen=True)

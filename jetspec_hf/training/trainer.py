@@ -30,6 +30,7 @@ from .arguments import HeadTrainingArguments
 from .batches import Batch, BatchSchedule, collate, usable_records
 from .checkpoints import (
     CHECKPOINT_PREFIX,
+    STATE_FOLDER,
     TrainingProgress,
     find_latest_checkpoint,
     keep_weights_out_of_state,
@@ -194,7 +195,7 @@ class HeadTrainer:
         if self.is_main:
             self.accelerator.unwrap_model(self.head).save_pretrained(path)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(path / "state"))
+        self.accelerator.save_state(str(path / STATE_FOLDER))
         self.accelerator.wait_for_everyone()
         if self.is_main and self.args.save_total_limit:
             prune_checkpoints(self.checkpoint_dir, self.args.save_total_limit)
