@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.prompts import read_jsonl_prompts
 from jetspec_hf.generation.cost_measurement import verify_costs_for
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -72,8 +73,8 @@ def long_prompts(tokenizer, count: int, length: int) -> list[torch.Tensor]:
 
 
 def short_prompts(tokenizer, count: int) -> list[torch.Tensor]:
-    lines = (EXAMPLES / "data" / "heldout_prompts.jsonl").read_text().splitlines()[:count]
-    return [tokenizer(json.loads(line)["prompt"], return_tensors="pt").input_ids for line in lines]
+    texts = read_jsonl_prompts(EXAMPLES / "data" / "heldout_prompts.jsonl", "prompt", count)
+    return [tokenizer(text, return_tensors="pt").input_ids for text in texts]
 
 
 def run_setting(target, head, prompts, methods: dict, decoding: dict, max_new_tokens: int, repeats: int) -> dict:

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.prompts import read_jsonl_prompts
 
 EXAMPLES = Path(__file__).resolve().parent
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.target)
     target = jetspec_hf.enable(AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).eval())
     head = JetSpecDraftModel.from_pretrained(args.head, dtype=target.dtype).eval()
-    texts = [json.loads(line)["prompt"] for line in args.prompts_file.read_text().splitlines() if line.strip()]
+    texts = read_jsonl_prompts(args.prompts_file, "prompt")
     tree = dict(assistant_model=head, tree_budget=args.tree_budget)
 
     seconds = {"tree, fresh": 0.0, "tree, passed cache": 0.0, "plain, fresh": 0.0, "plain, passed cache": 0.0}

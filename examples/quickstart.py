@@ -19,7 +19,6 @@ two threads or back-to-back runs swing timings by a quarter. `jetspec-hf bench` 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.prompts import read_jsonl_prompts
 
 EXAMPLES = Path(__file__).resolve().parent
 DEFAULT_TARGET = EXAMPLES / "models" / "target"
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     target = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).eval()
     head = JetSpecDraftModel.from_pretrained(args.head, dtype=target.dtype).eval()
     jetspec_hf.enable(target)
-    prompts = [json.loads(line)["prompt"] for line in args.prompts_file.read_text().splitlines() if line.strip()]
+    prompts = read_jsonl_prompts(args.prompts_file, "prompt")
     prompts = prompts[: args.prompts]
 
     # Warm-up, so that one-off allocations are not charged to the first prompt. With `tree_budget="auto"` the first

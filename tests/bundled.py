@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.prompts import read_jsonl_prompts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MODELS = EXAMPLES / "models"
@@ -31,5 +31,4 @@ def bundled_head(name: str = "jetspec_head") -> JetSpecDraftModel:
 
 def heldout_prompts(count: int) -> list[str]:
     """The first `count` held-out prompts (beginnings of standard-library files neither model trained on)."""
-    lines = (EXAMPLES / "data" / "heldout_prompts.jsonl").read_text().splitlines()
-    return [json.loads(line)["prompt"] for line in lines[:count]]
+    return read_jsonl_prompts(EXAMPLES / "data" / "heldout_prompts.jsonl", "prompt", count)

@@ -15,6 +15,14 @@ def _deterministic_seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory):
+    """The bench's tiny models and prompts on disk (`bench_setup.py`), once per test module."""
+    from bench_setup import save_bench_files
+
+    return save_bench_files(tmp_path_factory.mktemp("bench_models"))
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "real_cost_measurement: time the target's verify forwards for real instead of the stub table"

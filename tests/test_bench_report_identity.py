@@ -3,12 +3,12 @@ progress shows one bar over the whole run."""
 
 import json
 
+from bench_setup import bench_argv
 from jetspec_hf.bench import main
 from jetspec_hf.weights_fingerprint import folder_fingerprint
-from test_bench import bench_argv, bench_files  # noqa: F401  (bench_files is a fixture)
 
 
-def test_report_records_the_fingerprints_of_the_heads(bench_files, tmp_path):  # noqa: F811
+def test_report_records_the_fingerprints_of_the_heads(bench_files, tmp_path):
     argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "--profile-samples", "0", "--warmup", "0")
     assert main(argv) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -17,7 +17,7 @@ def test_report_records_the_fingerprints_of_the_heads(bench_files, tmp_path):  #
     assert report["head_fingerprint"] != report["dflash_head_fingerprint"]
 
 
-def test_one_progress_bar_spans_the_whole_run(bench_files, tmp_path, capsys):  # noqa: F811
+def test_one_progress_bar_spans_the_whole_run(bench_files, tmp_path, capsys):
     argv = bench_argv(bench_files, tmp_path, "--methods", "lookup", "--profile-samples", "0", "--warmup", "1")
     argv.remove("--no-progress")
     assert main(argv) == 0

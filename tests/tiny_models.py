@@ -76,6 +76,15 @@ def enabled_pair(**head_overrides):
     return target, tiny_head(target, **head_overrides)
 
 
+def refuse_forwards(monkeypatch, target) -> None:
+    """Fail the test if `target` runs any forward (for checks that must happen before any work)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the input was checked")
+
+    monkeypatch.setattr(target.model, "forward", refuse)
+
+
 def tiny_tokenizer():
     """A character-level tokenizer over the tiny vocabulary: ids 0-2 are special, id i >= 3 is `chr(33 + i)`.
 

@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.prompts import read_jsonl_prompts
 from jetspec_hf.generation.drafting import HeadDrafter
 from jetspec_hf.training.features import TargetFeatureExtractor
 
@@ -45,8 +46,7 @@ TREE_WIDTH = 16
 
 def heldout_prompts(count: int) -> list[str]:
     """The first `count` held-out prompts (the same ones tests/bundled.py reads)."""
-    lines = PROMPTS_FILE.read_text().splitlines()
-    return [json.loads(line)["prompt"] for line in lines[:count]]
+    return read_jsonl_prompts(PROMPTS_FILE, "prompt", count)
 
 
 class DepthTally:

@@ -22,7 +22,7 @@ from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
 from jetspec_hf.generation.options import GenerateOptions
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
 from jetspec_hf.generation.validation import resolve_tree_settings
-from tiny_models import enabled_pair, random_prompt, tiny_head, tiny_target
+from tiny_models import random_prompt, tiny_head, tiny_target
 
 NODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PREFIXES = (64, 1024, 4096)
@@ -211,11 +211,6 @@ def test_decoding_settings_resolve_as_the_call_does():
     assert auto_budget._decoding_key(passed, settings)[:3] == ("sample", None, 0.6)
     greedy = GenerateOptions({"do_sample": False}, {}, None, target_config)
     assert auto_budget._decoding_key(greedy, settings)[0] == "greedy"
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 9, 40])

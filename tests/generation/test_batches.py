@@ -4,14 +4,9 @@ import pytest
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, pipeline
 
-from tiny_models import enabled_pair, random_prompt, tiny_tokenizer
+from tiny_models import random_prompt, tiny_tokenizer
 
 LENGTHS = (3, 9, 5, 14, 1, 7, 11, 2)
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
 
 
 def _left_padded(prompts):

@@ -7,14 +7,9 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
-from tiny_models import enabled_pair, random_prompt
+from tiny_models import random_prompt
 
 TURN_TOKENS = [9, 6, 11]  # new tokens generated per turn
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
 
 
 def _generate(target, head, ids, cache, new_tokens, tree):

@@ -9,12 +9,7 @@ from transformers import GenerationConfig, TextIteratorStreamer
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.streamers import BaseStreamer
 
-from tiny_models import enabled_pair, random_prompt, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
+from tiny_models import random_prompt, refuse_forwards, tiny_tokenizer
 
 
 class RecordingStreamer(BaseStreamer):
@@ -31,11 +26,7 @@ class RecordingStreamer(BaseStreamer):
 @pytest.fixture
 def no_forward(pair, monkeypatch):
     """Fail the test if the target runs any forward."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a forward pass ran before the input was checked")
-
-    monkeypatch.setattr(pair[0].model, "forward", refuse)
+    refuse_forwards(monkeypatch, pair[0])
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,7 @@ import pytest
 import torch
 from transformers import CompileConfig, StaticCache
 
-from tiny_models import enabled_pair, random_prompt
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
+from tiny_models import random_prompt
 
 
 @pytest.mark.parametrize("budget", [1, 6, 64, "auto"])

@@ -5,20 +5,7 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 import jetspec_hf
-from tiny_models import enabled_pair, random_prompt, tiny_head, tiny_target
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return enabled_pair()
-
-
-def _no_forward(monkeypatch, target):
-    """Fail the test if the target runs any forward."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a forward pass ran before the input was checked")
-
-    monkeypatch.setattr(target.model, "forward", refuse)
+from tiny_models import random_prompt, refuse_forwards, tiny_head, tiny_target
 
 
 @pytest.mark.parametrize(
@@ -36,7 +23,7 @@ def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, me
     bad_head = tiny_head(target, target_layer_ids=layer_ids, **head_overrides)
     if "num_target_layers" in head_overrides:
         bad_head = tiny_head(target, target_layer_ids=[0, 2], **head_overrides)
-    _no_forward(monkeypatch, target)
+    refuse_forwards(monkeypatch, target)
     with pytest.raises(ValueError, match=message):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=bad_head)
 
@@ -55,7 +42,7 @@ def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, me
 )
 def test_tree_settings_out_of_range(pair, monkeypatch, kwargs, message):
     target, head = pair
-    _no_forward(monkeypatch, target)
+    refuse_forwards(monkeypatch, target)
     with pytest.raises(ValueError, match=message):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
 
@@ -77,7 +64,7 @@ def test_paged_attention_target_is_refused(pair, monkeypatch):
     target, head = pair
     target.config._attn_implementation = "paged|sdpa"
     try:
-        _no_forward(monkeypatch, target)
+        refuse_forwards(monkeypatch, target)
         with pytest.raises(ValueError, match="cannot run tree verification"):
             target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head)
     finally:
