@@ -46,9 +46,12 @@ def is_saved_dataset(path: str | os.PathLike) -> bool:
 
 
 def needs_datasets(source: str | os.PathLike) -> bool:
-    """Whether reading `source` takes the `datasets` package: anything but a JSON Lines or plain text file."""
+    """Whether reading `source` takes the `datasets` package: anything but a JSON Lines, JSON array or plain text
+    file, or the packaged `sharegpt` conversations."""
+    from .conversations import SHAREGPT_NAME
+
     path = Path(source)
-    return path.suffix not in JSON_SUFFIXES and not path.is_file()
+    return str(source) != SHAREGPT_NAME and path.suffix not in JSON_SUFFIXES and not path.is_file()
 
 
 def read_jsonl_prompts(path: str | os.PathLike, field: str | None = None, limit: int | None = None) -> list[str]:
@@ -129,12 +132,15 @@ def load_prompts(
     """The prompts of one or several sources, in order, at most `limit` in all.
 
     Args:
-        sources: JSON Lines files, `save_to_disk` folders, `datasets` names, or plain text files.
+        sources: JSON Lines files, `save_to_disk` folders, `datasets` names, plain text files, or conversation
+            exports (a JSON array of ShareGPT records, or `sharegpt` for the packaged one: first user turns).
         field: the record field holding the prompt (default: the first of `PROMPT_FIELDS` present).
         split: the split of a `datasets` source with several.
         limit: stop after this many prompts.
         tokenizer, window_tokens, window_stride: how plain text files are cut into prompts (see `text_windows`).
     """
+    from .conversations import SHAREGPT_NAME, first_user_turn, is_json_array, read_conversations
+
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     prompts: list[str] = []
     for source in sources:
@@ -142,7 +148,10 @@ def load_prompts(
         if remaining is not None and remaining <= 0:
             break
         path = Path(source)
-        if path.suffix in JSON_SUFFIXES:
+        if str(source) == SHAREGPT_NAME or (path.suffix in JSON_SUFFIXES and path.is_file() and is_json_array(path)):
+            # A conversation export: each conversation's first user turn is its prompt.
+            prompts += [first_user_turn(messages) for messages in read_conversations(source, remaining)]
+        elif path.suffix in JSON_SUFFIXES:
             if not path.is_file():
                 raise FileNotFoundError(f"Prompt file {str(source)!r} does not exist.")
             prompts += read_jsonl_prompts(path, field, remaining)

@@ -80,22 +80,20 @@ def load_target_and_tokenizer(target_args: TargetArguments, parser: argparse.Arg
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ..configuration_jetspec import JetSpecConfig  # also registers `model_type: jetspec`: a head is recognised
-    from ..log import get_logger
+    from ..targets import MissingTargetError, resolve_target
 
     try:
-        config = AutoConfig.from_pretrained(target_args.target)
-    except (OSError, ValueError) as error:
+        folder = resolve_target(target_args.target)
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, MissingTargetError) as error:
         parser.error(f"--target {target_args.target}: cannot read a model config ({error})")
     if isinstance(config, JetSpecConfig) or getattr(config, "dflash_config", None) is not None:
         parser.error(f"--target {target_args.target} is a draft head, not a target model.")
-    if not config.model_type.startswith("qwen3"):
-        get_logger(__name__).warning("target model_type is %r; heads are designed for Qwen3 targets",
-                                     config.model_type)
-    target = AutoModelForCausalLM.from_pretrained(target_args.target, dtype=target_args.target_dtype,
+    target = AutoModelForCausalLM.from_pretrained(folder, dtype=target_args.target_dtype,
                                                   attn_implementation=target_args.attn_implementation)
     target.eval().requires_grad_(False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(target_args.tokenizer or target_args.target)
+        tokenizer = AutoTokenizer.from_pretrained(target_args.tokenizer or folder)
     except (OSError, ValueError) as error:
         parser.error(f"cannot load a tokenizer from {target_args.tokenizer or target_args.target}: {error}")
     if tokenizer.pad_token_id is None:
@@ -121,6 +119,8 @@ def run_generate_data(target_args: TargetArguments, args: GenerateDataArguments,
     """`generate-data`: prompts -> the target's greedy continuations -> token sequences on disk."""
     if args.system_prompt and not args.chat_template:
         parser.error("--system-prompt needs --chat-template.")
+    if args.teacher_forced and not args.chat_template:
+        parser.error("--teacher-forced needs --chat-template (the conversations are laid out with it).")
     try:
         _require_datasets_for(args.dataset, args.output)
     except MissingExtraError as error:
@@ -130,6 +130,8 @@ def run_generate_data(target_args: TargetArguments, args: GenerateDataArguments,
 
     from .data import encode_prompts, generate_continuations, load_prompts, save_sequences
 
+    if args.teacher_forced:
+        return _write_teacher_forced(target_args, args, parser)
     target, tokenizer = load_target_and_tokenizer(target_args, parser)
     target.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
@@ -150,6 +152,31 @@ def run_generate_data(target_args: TargetArguments, args: GenerateDataArguments,
     path = save_sequences(records, args.output)
     new_tokens = sum(len(record["input_ids"]) - record["prompt_length"] for record in records)
     print(f"wrote {len(records)} sequences ({new_tokens} generated tokens) to {path}")
+    return 0
+
+
+def _write_teacher_forced(target_args: TargetArguments, args: GenerateDataArguments, parser) -> int:
+    """`generate-data --teacher-forced`: each conversation's first exchange as it is, laid out with the chat
+    template; no target forward (the labels come from the target when `fit` builds its feature cache)."""
+    from transformers import AutoTokenizer
+
+    from ..conversations import encode_first_exchange, read_conversations
+    from ..targets import resolve_target
+    from .data import save_sequences
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target_args.tokenizer or resolve_target(target_args.target))
+        conversations = [c for source in args.dataset for c in read_conversations(source, split=args.split)]
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    if args.limit is not None and args.limit < len(conversations):
+        random.Random(args.seed).shuffle(conversations)
+        conversations = conversations[: args.limit]
+    records = [encode_first_exchange(tokenizer, messages, args.max_seq_len) for messages in conversations]
+    records = [record for record in records if record is not None]
+    path = save_sequences(records, args.output)
+    answer_tokens = sum(len(record["input_ids"]) - record["prompt_length"] for record in records)
+    print(f"wrote {len(records)} conversations ({answer_tokens} answer tokens) to {path}")
     return 0
 
 
@@ -184,7 +211,9 @@ def run_fit(target_args: TargetArguments, data: FitDataArguments, head: HeadArgu
     from .trainer import HeadTrainer
 
     target, tokenizer = load_target_and_tokenizer(target_args, parser)
-    mask_token_id = head.mask_token_id if head.mask_token_id is not None else tokenizer.mask_token_id
+    from ..targets import mask_token_id_for
+
+    mask_token_id = head.mask_token_id if head.mask_token_id is not None else mask_token_id_for(tokenizer)
     if mask_token_id is None:
         parser.error(
             "the tokenizer has no mask token: pass --mask-token-id, or add one (e.g. "

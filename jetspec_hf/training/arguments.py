@@ -63,6 +63,12 @@ class GenerateDataArguments:
         "wrap each prompt as a user turn with the tokenizer's chat template (thinking off)", default=False
     )
     system_prompt: str | None = option("system turn to add with --chat-template", default=None)
+    teacher_forced: bool = option(
+        "keep each conversation's own first answer instead of generating one (conversation sources such as "
+        "`sharegpt`; needs --chat-template): `fit` then labels every position with the target's own greedy token",
+        default=False,
+    )
+    max_seq_len: int | None = option("with --teacher-forced: cut each sequence to this many tokens", default=None)
     device: str | None = option("device for generation (default: cuda when available, else cpu)", default=None)
     progress: bool = option("progress bar: shown; --no-progress hides it", default=True)
 
@@ -141,6 +147,17 @@ class HeadTrainingArguments:
         default=None,
     )
     cache_dtype: DtypeName = option("dtype of the cached features", default="float32")
+    cache_layer_ids: list[int] | None = option(
+        "tap these target layers into the cache (a superset of the head's, so that heads tapping other layers "
+        "train from the same cache; default: the head's)", default=None,
+    )
+    cache_shard_size: int = option("sequences per cache shard (a shard is the unit an interrupted build resumes "
+                                   "at)", default=256)
+    teacher_top_k: int = option(
+        "with --cache-features: store the target's greedy label and its K most likely tokens at every position, "
+        "so that labels and the KL term come from the same single target pass as the features (0: labels only)",
+        default=0,
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("autocast precision of the head", default="no")
     cpu: bool = option("train on the CPU even when an accelerator is present", default=False)
     save_dtype: DtypeName = option("dtype of the saved head", default="float32")

@@ -246,6 +246,7 @@ def block_objective(
     generator: torch.Generator | None = None,
     anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
     label_ids: torch.LongTensor | None = None,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ObjectiveOutput:
     """Loss and per-depth agreement of the head on one batch.
 
@@ -259,6 +260,9 @@ def block_objective(
             (the teacher logits are `lm_head` of them, computed only at the rows that are needed).
         generator: drives the anchor sampling; `anchors` = `(anchors, valid)` fixes them instead.
         label_ids: `[b, L]` labels other than the tokens themselves (see `pack_blocks`), or `None`.
+        teacher: `(ids, logp)`, each `[b, L, K]`: the target's K most likely tokens at each position and their
+            log-probabilities (a feature cache's soft labels). With the KL term on, it is taken against them
+            (renormalised over the K) instead of the full distribution from `target_final_hidden`.
     """
     block = settings.block_size
     head_dtype = next(head.parameters()).dtype
@@ -276,7 +280,22 @@ def block_objective(
     loss = settings.ce_weight * ce
 
     kl = None
-    if settings.needs_target_logits:
+    if settings.needs_target_logits and teacher is not None:
+        batch = input_ids.shape[0]
+        flat = packed.label_positions.reshape(batch, -1)
+
+        def at_labels(values):
+            index = flat[:, :, None].expand(-1, -1, values.shape[-1])
+            return torch.gather(values, 1, index).reshape(*packed.label_positions.shape, -1)[packed.label_valid]
+
+        teacher_ids, teacher_logp = at_labels(teacher[0].long()), at_labels(teacher[1].float())
+        temperature = settings.kl_temperature
+        teacher_p = torch.softmax(teacher_logp / temperature, dim=-1)
+        student_logp = torch.gather(F.log_softmax(logits / temperature, dim=-1), 1, teacher_ids)
+        per_row = (teacher_p * (teacher_p.clamp(min=1e-12).log() - student_logp)).sum(-1) * temperature**2
+        kl = (per_row * weights).sum() / weight_sum
+        loss = loss + settings.kl_weight * kl
+    elif settings.needs_target_logits:
         if target_final_hidden is None:
             raise ValueError("The KL term needs the target's final hidden states (`target_final_hidden`).")
         # The teacher for depth d is the target's next-token distribution after the true prefix ..a+d-1.

@@ -98,8 +98,11 @@ class HeadTrainer:
         self.lm_head = self.target.get_output_embeddings()
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.settings = args.objective_settings(head_config)
+        # Soft labels come from the cached top-k when the cache stores it, else from the final hidden states.
+        self.teacher_top_k = args.teacher_top_k if args.cache_features else 0
         self.extractor = TargetFeatureExtractor(
-            self.target, head_config.target_layer_ids, with_final_hidden=self.settings.needs_target_logits
+            self.target, head_config.target_layer_ids,
+            with_final_hidden=self.settings.needs_target_logits and not self.teacher_top_k,
         )
         self.train_features = FeatureSource(self.extractor, self._feature_cache("train", self.train_records), device)
         self.eval_features = FeatureSource(self.extractor, self._feature_cache("eval", self.eval_records), device)
@@ -149,16 +152,25 @@ class HeadTrainer:
         fingerprint = fingerprint_sequences(records)
         if self.is_main and not FeatureCache.exists(cache_dir):
             self.log(f"building the {split} feature cache in {cache_dir}")
+            # One target pass per token: the tapped layers (of the cache's superset), the greedy labels and,
+            # when asked, the top-k soft labels together.
+            builder = TargetFeatureExtractor(
+                self.target, self.args.cache_layer_ids or self.head_config.target_layer_ids,
+                with_final_hidden=self.extractor.with_final_hidden, with_labels=bool(self.teacher_top_k),
+                teacher_top_k=self.teacher_top_k,
+            )
             build_feature_cache(
-                self.extractor, [r["input_ids"] for r in records], cache_dir, fingerprint,
+                builder, [r["input_ids"] for r in records], cache_dir, fingerprint,
                 batch_size=self.args.eval_batch_size or self.args.per_device_batch_size,
-                dtype=torch_dtype(self.args.cache_dtype), pad_token_id=self.pad_token_id,
-                device=self.accelerator.device, show_progress=self.args.progress,
+                shard_size=self.args.cache_shard_size, dtype=torch_dtype(self.args.cache_dtype),
+                pad_token_id=self.pad_token_id, device=self.accelerator.device, show_progress=self.args.progress,
             )
         # The other processes wait for the main one to finish writing.
         self.accelerator.wait_for_everyone()
         cache = FeatureCache(cache_dir)
-        cache.check(fingerprint, self.head_config.target_layer_ids, self.settings.needs_target_logits)
+        cache.check(fingerprint, self.head_config.target_layer_ids, self.settings.needs_target_logits,
+                    need_teacher=bool(self.teacher_top_k))
+        cache.select_layers(self.head_config.target_layer_ids)
         return cache
 
     def _anchor_generator(self, micro_step: int) -> torch.Generator:
@@ -169,7 +181,8 @@ class HeadTrainer:
         return block_objective(
             head, self.embed_tokens, self.lm_head, batch.input_ids, batch.lengths, batch.loss_starts,
             features.features, self.settings, features.final_hidden, generator=generator, anchors=anchors,
-            label_ids=batch.labels,
+            label_ids=batch.labels if batch.labels is not None else features.labels,
+            teacher=(features.teacher_ids, features.teacher_logp) if features.teacher_ids is not None else None,
         )
 
     # ------------------------------------------------------------------------------------------------------------
