@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
 
 import jetspec_hf
 from jetspec_hf import JetSpecConfig, JetSpecDraftModel
@@ -14,8 +25,17 @@ EOS_TOKEN_ID = 1
 MASK_TOKEN_ID = 2
 
 
-def tiny_target(attn_implementation: str = "sdpa", moe: bool = False, seed: int = 0, **overrides):
-    """A 4-layer Qwen3 (or Qwen3-MoE) causal LM with random weights."""
+# The decoder families besides Qwen3 that the tree path supports, built at the same tiny shapes.
+ARCHITECTURES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+}
+
+
+def tiny_target(attn_implementation: str = "sdpa", moe: bool = False, seed: int = 0, architecture: str = "qwen3",
+                **overrides):
+    """A 4-layer causal LM with random weights: Qwen3 (or Qwen3-MoE), or one of `ARCHITECTURES`."""
     torch.manual_seed(seed)
     common = dict(
         vocab_size=VOCAB_SIZE,
@@ -30,7 +50,10 @@ def tiny_target(attn_implementation: str = "sdpa", moe: bool = False, seed: int 
         bos_token_id=EOS_TOKEN_ID,
         tie_word_embeddings=True,
     )
-    if moe:
+    if architecture != "qwen3":
+        config_class, model_class = ARCHITECTURES[architecture]
+        model = model_class(config_class(**common, intermediate_size=128, **overrides))
+    elif moe:
         config = Qwen3MoeConfig(
             **common, intermediate_size=128, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
             decoder_sparse_step=1, **overrides,

@@ -17,7 +17,7 @@ import functools
 import inspect
 import weakref
 
-from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
@@ -29,8 +29,10 @@ from .tree_decoding import tree_decoding
 from .validation import (
     TREE_SETTING_NAMES,
     check_head_fits_target,
+    check_sliding_window,
     check_target_supported,
     resolve_tree_settings,
+    sliding_window_of,
     warn_on_head_placement,
 )
 
@@ -85,7 +87,8 @@ def enable(target: PreTrainedModel) -> PreTrainedModel:
     target keeps deep-copying, pickling and being freed like any model: a copy is enabled and bound to itself.
 
     Args:
-        target: a `Qwen3ForCausalLM` or `Qwen3MoeForCausalLM` (any attention backend but paged attention).
+        target: a Qwen3 (dense or MoE), Llama, Qwen2 or Mistral causal LM (any attention backend but paged
+            attention).
 
     Returns:
         The same `target`, for chaining.
@@ -141,6 +144,13 @@ def generate_with_draft_head(
     setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}
     options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
     check_generation_options(options, inputs, kwargs, streamer)
+    check_sliding_window(target, _longest_sequence(options, inputs, kwargs))
+    if sliding_window_of(target.config) is not None and kwargs.get("cache") is None \
+            and options.value("cache_implementation") in (None, "dynamic"):
+        # A sliding cache layer evicts keys once it holds a window's worth, and a round's tree rows count towards
+        # it before the rejected ones are dropped. The sequence fits the window (checked above), so a cache that
+        # keeps everything attends exactly as the window would.
+        kwargs["cache"] = DynamicCache()
     tree_settings = resolve_tree_settings(draft_head, setting_kwargs, generation_config, target.generation_config)
     warn_on_head_placement(draft_head, target)
     stopping_criteria = _with_stop_strings(stopping_criteria, options.value("stop_strings"), tokenizer)
@@ -202,6 +212,17 @@ def _without_consumed_settings(target, generation_config, kwargs):
         if name in generation_config.__dict__:
             setattr(generation_config, name, None)
     return generation_config, kwargs
+
+
+def _longest_sequence(options: GenerateOptions, inputs, call_kwargs: dict) -> int:
+    """The longest sequence the call can produce, as `generate` will bound it (prompt + max_new_tokens, else
+    max_length, else transformers' default of 20)."""
+    ids = inputs if inputs is not None else call_kwargs.get("input_ids")
+    prompt_length = ids.shape[-1] if hasattr(ids, "shape") else 0
+    max_new_tokens = options.value("max_new_tokens")
+    if max_new_tokens is not None:
+        return prompt_length + int(max_new_tokens)
+    return max(prompt_length, int(options.value("max_length") or GenerationConfig().max_length))
 
 
 def _input_device(target: PreTrainedModel, inputs, model_kwargs: dict):

@@ -64,6 +64,8 @@ class TreeAttentionMask:
             Entry `[n, m]` says whether node n sees node m.
         prefix_key_mask: optional bool `(B, P)`, True = visible, for batches where some cached prefix rows are
             holes (padding). None means every prefix row is visible to every node.
+        max_depth: the deepest node's depth (root 0), when known: a node at depth d attends P + d positions back,
+            which is what a sliding window must cover.
 
     Build one per verify; every layer of that forward shares it, and the additive biases derived from it are
     built by the first layer and reused by the others. They are built on the device of the layer's query, so a
@@ -73,6 +75,7 @@ class TreeAttentionMask:
     prefix_length: int
     tree_mask: torch.Tensor
     prefix_key_mask: torch.Tensor | None = None
+    max_depth: int | None = None
     # Per-(kind, group, device) biases derived on first use. Two threads racing on a key build the same value.
     _derived: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -104,7 +107,9 @@ class TreeAttentionMask:
         """Build from a host-side bool ancestor matrix `(N, N)` or `(B, 1, N, N)`, with one transfer to `device`."""
         if isinstance(ancestors, np.ndarray):
             ancestors = torch.from_numpy(np.ascontiguousarray(ancestors, dtype=np.bool_))
-        return cls(prefix_length, ancestors.to(device, non_blocking=True), prefix_key_mask)
+        # Each node's row holds itself and its ancestors: depth + 1 entries (padding nodes see only themselves).
+        max_depth = int(ancestors.sum(-1).max()) - 1 if ancestors.numel() else 0
+        return cls(prefix_length, ancestors.to(device, non_blocking=True), prefix_key_mask, max_depth)
 
     @property
     def num_nodes(self) -> int:
@@ -273,7 +278,8 @@ def _check_supported(query: torch.Tensor, key: torch.Tensor, mask: TreeAttention
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise NotImplementedError("tree attention supports neither softcap nor attention sinks")
     window = kwargs.get("sliding_window")
-    if window is not None and mask.prefix_length + num_nodes > window:
+    deepest = mask.max_depth if mask.max_depth is not None else num_nodes - 1
+    if window is not None and mask.prefix_length + deepest + 1 > window:
         raise NotImplementedError("tree attention ignores sliding windows, and this one does not cover every key")
 
 

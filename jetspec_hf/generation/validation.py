@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, Qwen3ForCausalLM, Qwen3MoeForCausalLM
+from transformers import (
+    LlamaForCausalLM,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2ForCausalLM,
+    Qwen3ForCausalLM,
+    Qwen3MoeForCausalLM,
+)
 from transformers.utils import logging
 
 from ..configuration_jetspec import DEFAULT_TREE_SETTINGS, TREE_SETTING_NAMES
@@ -16,7 +23,12 @@ from .tree_attention import install_tree_attention, routes_tree_attention
 
 logger = logging.get_logger(__name__)
 
-SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM)
+# Decoders whose forward the tree path drives unchanged: a stack of `model.layers` that each attend through the
+# registered attention functions, a prepared 4D mask passed through as it is, RoPE positions from `position_ids`,
+# and a DynamicCache/StaticCache of per-layer keys and values. Another decoder with the same anatomy qualifies too,
+# but is only accepted once a test holds it to plain decoding.
+SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM,
+                            MistralForCausalLM)
 # The head's block mask is explicit, which these backends take as it is.
 HEAD_ATTENTION = ("sdpa", "eager")
 
@@ -87,20 +99,48 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
     return TreeSettings(budget=budget, width=width, depth=depth, expansion=expansion, lookup_tokens=lookup_tokens)
 
 
+def sliding_window_of(config) -> int | None:
+    """The attention window of a target that limits some layers to one, else `None` (full attention).
+
+    Qwen2/Qwen3 configs switch windows on with `use_sliding_window` (or per layer in `layer_types`); Mistral's
+    windows are on whenever `sliding_window` is set.
+    """
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    layer_types = getattr(config, "layer_types", None) or []
+    if getattr(config, "use_sliding_window", None) or "sliding_attention" in layer_types:
+        return int(window)
+    if getattr(config, "model_type", None) == "mistral":
+        return int(window)
+    return None
+
+
+def check_sliding_window(target: PreTrainedModel, total_length: int) -> None:
+    """Refuse a call whose sequence can outgrow the target's attention window.
+
+    The tree mask lets every node see the whole committed prefix: that equals sliding-window attention only while
+    the whole sequence fits inside the window, where the window hides nothing.
+    """
+    window = sliding_window_of(target.config)
+    if window is not None and total_length > window:
+        raise ValueError(
+            f"This {type(target).__name__} attends within a sliding window of {window} positions, and this call can "
+            f"reach {total_length} (prompt + max_new_tokens). Tree verification attends to the whole prefix, which "
+            f"equals the window only up to {window} positions: lower max_new_tokens or the prompt so that the "
+            "sequence fits, or generate without `assistant_model`."
+        )
+
+
 def check_target_supported(target: PreTrainedModel) -> None:
-    """A Qwen3 dense or MoE causal LM, full attention only, with an attention backend that takes a tree mask."""
+    """A supported decoder class (`SUPPORTED_TARGET_CLASSES`) with an attention backend that takes a tree mask."""
     if not isinstance(target, SUPPORTED_TARGET_CLASSES):
+        names = ", ".join(cls.__name__ for cls in SUPPORTED_TARGET_CLASSES)
         raise TypeError(
-            f"JetSpec tree decoding supports Qwen3ForCausalLM and Qwen3MoeForCausalLM targets, got "
-            f"{type(target).__name__}. Other architectures are not supported."
+            f"JetSpec tree decoding supports {names} targets, got {type(target).__name__}. Other architectures "
+            "are not supported."
         )
     config = target.config
-    layer_types = getattr(config, "layer_types", None) or []
-    if getattr(config, "use_sliding_window", False) or "sliding_attention" in layer_types:
-        raise ValueError(
-            "This Qwen3 target uses sliding-window attention (`use_sliding_window=True`), which tree verification "
-            "does not support: load it with `use_sliding_window=False`."
-        )
     implementation = config._attn_implementation
     # Every registered backend (sdpa, flash-attention, flex, hub kernels) keeps running the target's ordinary
     # forwards; `tree_attention` routes the verify forward alone to a tree-capable attention. Eager takes the
@@ -204,7 +244,9 @@ __all__ = [
     "TreeSettings",
     "TREE_SETTING_NAMES",
     "check_head_fits_target",
+    "check_sliding_window",
     "check_target_supported",
     "resolve_tree_settings",
+    "sliding_window_of",
     "warn_on_head_placement",
 ]

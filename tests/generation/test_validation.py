@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
 import jetspec_hf
 from tiny_models import random_prompt, refuse_forwards, tiny_head, tiny_target
@@ -47,17 +47,17 @@ def test_tree_settings_out_of_range(pair, monkeypatch, kwargs, message):
         target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
 
 
-def test_non_qwen3_target():
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=128))
-    with pytest.raises(TypeError, match="Qwen3ForCausalLM and Qwen3MoeForCausalLM"):
-        jetspec_hf.enable(llama)
+def test_unsupported_architecture():
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4))
+    with pytest.raises(TypeError, match="Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM.*GPT2LMHeadModel"):
+        jetspec_hf.enable(gpt2)
 
 
-def test_sliding_window_target():
-    target = tiny_target(use_sliding_window=True, sliding_window=16, max_window_layers=0)
-    with pytest.raises(ValueError, match="sliding-window"):
-        jetspec_hf.enable(target)
+def test_sliding_window_target_beyond_its_window(monkeypatch):
+    target = jetspec_hf.enable(tiny_target(use_sliding_window=True, sliding_window=16, max_window_layers=0))
+    refuse_forwards(monkeypatch, target)
+    with pytest.raises(ValueError, match="sliding window of 16 positions, and this call can reach 25"):
+        target.generate(random_prompt(0, 5), max_new_tokens=20, assistant_model=tiny_head(target))
 
 
 def test_paged_attention_target_is_refused(pair, monkeypatch):
