@@ -18,6 +18,9 @@ __getattr__, __dir__ = lazy_exports(
         "RoundProfiler": ".generation",
         "enable": ".generation",
         "is_enabled": ".generation",
+        "mark_row_safe": ".generation",
+        "load_target": ".targets",
+        "load_smollm2": ".targets",
     },
 )
 
@@ -29,4 +32,7 @@ __all__ = [
     "__version__",
     "enable",
     "is_enabled",
+    "load_smollm2",
+    "load_target",
+    "mark_row_safe",
 ]

@@ -3,6 +3,7 @@
 from .integration import enable, generate_with_draft_head, is_enabled
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
+from .per_row import mark_row_safe
 from .profiling import RoundProfiler
 from .tree import DraftTree, build_tree, depth_candidates
 from .tree_decoding import tree_decoding
@@ -17,5 +18,6 @@ __all__ = [
     "enable",
     "generate_with_draft_head",
     "is_enabled",
+    "mark_row_safe",
     "tree_decoding",
 ]

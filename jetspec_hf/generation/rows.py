@@ -8,10 +8,8 @@ decides for the whole batch (`budget.py`).
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from .acceptance import TreeWalk
 from .lookup import PromptLookup
@@ -49,11 +47,21 @@ class DecodingRow:
         finished_at: new-token count at which a stopping rule fired, or `None`.
         expected_accepted: per round, the budget policy's expected accepted draft tokens for this row (`None` when
             the policy predicts none).
+        processors: the row's logits processors (`per_row.processors_for_rows`).
+        criteria: the stopping criteria that judge this row alone; `batch_criteria`: this row's copies of the
+            criteria that answer for the whole batch, with `batch_fired[k]` the new-token count at which copy k
+            first fired (`None` while it has not).
     """
 
     def __init__(self, index: int, ids: torch.Tensor, position: int, depth_cap: DepthCap,
-                 lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool, keep_expected: bool = False):
+                 lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool, keep_expected: bool = False,
+                 processors: LogitsProcessorList | None = None, criteria: StoppingCriteriaList | None = None,
+                 batch_criteria: StoppingCriteriaList | None = None):
         self.index = index
+        self.processors = processors if processors is not None else LogitsProcessorList()
+        self.criteria = criteria if criteria is not None else StoppingCriteriaList()
+        self.batch_criteria = batch_criteria if batch_criteria is not None else StoppingCriteriaList()
+        self.batch_fired: list[int | None] = [None] * len(self.batch_criteria)
         self.ids = ids
         self.position = position
         self.depth_cap = depth_cap
@@ -74,17 +82,17 @@ class DecodingRow:
         """The last committed token: the root of the next tree."""
         return self.last_tokens[-1]
 
-    def commit(self, walk: TreeWalk, stopping_criteria: StoppingCriteriaList, streamer, stop: bool = True) -> int:
+    def commit(self, walk: TreeWalk, streamer, stop: bool = True) -> int:
         """Append the walk's tokens up to the first one at which plain decoding would stop; returns how many.
 
         With `stop=False` (a finished row of a batch whose rows keep decoding, see `BatchStopping`) every token is
-        kept and no rule is checked.
+        kept and no rule is checked. Batch-level criteria are told every kept token either way.
         """
         if self.keep_scores:
             self.scores.extend(walk.scores)
         if stop:
             kept, finished = tokens_before_stop(
-                walk.tokens, self.ids, stopping_criteria, self.scores if self.keep_scores else None
+                walk.tokens, self.ids, self.criteria, self.scores if self.keep_scores else None
             )
         else:
             kept, finished = len(walk.tokens), False
@@ -93,14 +101,23 @@ class DecodingRow:
         if self.keep_logits:
             self.logits.extend(walk.logits[:kept])
         self.last_tokens = walk.tokens[:kept]
-        self.ids = torch.cat([self.ids, self.ids.new_tensor([self.last_tokens])], dim=1)
-        self.new_tokens += kept
+        self.extend(self.last_tokens)
         if finished and self.finished_at is None:
             self.finished_at = self.new_tokens
         if streamer is not None:
             for token in self.last_tokens:
                 streamer.put(torch.tensor([token]))
         return kept
+
+    def extend(self, tokens: list[int]) -> None:
+        """Append committed tokens, telling the batch-level criteria after each one, as plain decoding's steps
+        would."""
+        for token in tokens:
+            self.ids = torch.cat([self.ids, self.ids.new_tensor([[token]])], dim=1)
+            self.new_tokens += 1
+            for k, criterion in enumerate(self.batch_criteria):
+                if self.batch_fired[k] is None and bool(torch.as_tensor(criterion(self.ids, None)).all()):
+                    self.batch_fired[k] = self.new_tokens
 
     def record_round(self, tree: DraftTree, committed: int, lookup_accepted: int | None,
                      expected: float | None = None) -> None:
@@ -119,42 +136,70 @@ class BatchStopping:
     `pad_token_id` from then on; without one, a row that a stopping rule finished keeps receiving real tokens until
     the last row finishes. So here a row leaves the batch once finished when there is an EOS criterion; otherwise
     every row decodes until all rows have finished, and all are cut to the longest finish.
+
+    A batch-level criterion (`per_row.is_batch_level`) finishes every row at once, at the step where its copies
+    have fired in every row: `batch_stop` once known. A row that finished (and left) before that is still asked,
+    on its padded continuation, exactly as plain decoding keeps asking it.
     """
 
-    def __init__(self, stopping_criteria: StoppingCriteriaList, batch_size: int):
+    def __init__(self, stopping_criteria: StoppingCriteriaList, batch_size: int, rows: list[DecodingRow],
+                 max_new_tokens: int, pad_token_id: int):
         self.pads_finished_rows = batch_size == 1 or any(
             hasattr(criterion, "eos_token_id") for criterion in stopping_criteria
         )
+        self.rows = rows
+        self.max_new_tokens = max_new_tokens
+        self.pad_token_id = pad_token_id
+
+    @property
+    def batch_stop(self) -> int | None:
+        """The new-token count at which a batch-level criterion stops every row, once every row's copy fired."""
+        stops = []
+        for k in range(len(self.rows[0].batch_criteria) if self.rows else 0):
+            fired = [row.batch_fired[k] for row in self.rows]
+            if all(step is not None for step in fired):
+                stops.append(max(fired))
+        return min(stops) if stops else None
+
+    def finish(self, row: DecodingRow) -> int | None:
+        """The new-token count at which `row` stops taking tokens of its own (`None`: not known yet)."""
+        stop = self.batch_stop
+        if row.finished_at is None:
+            return stop
+        return row.finished_at if stop is None else min(row.finished_at, stop)
 
     def is_done(self, row: DecodingRow, rows: list[DecodingRow]) -> bool:
         """Whether `row` needs no more tokens."""
         if self.pads_finished_rows:
-            return row.finished_at is not None
-        if any(other.finished_at is None for other in rows):
+            stop = self.batch_stop
+            if stop is not None and row.new_tokens >= stop:
+                return True
+            if row.finished_at is None:
+                return False
+            if row.batch_criteria and stop is None:
+                self._continue_with_padding(row)
+            return True
+        finishes = [self.finish(other) for other in self.rows]
+        if any(step is None for step in finishes):
             return False
-        return row.new_tokens >= max(other.finished_at for other in rows)
+        return row.new_tokens >= max(finishes)
 
     def checks_rules(self, row: DecodingRow) -> bool:
         """Whether stopping rules still apply to `row` (not once it finished in a batch that keeps it decoding)."""
         return row.finished_at is None
 
-
-def processors_for_row(logits_processor: LogitsProcessorList, row: int, batch_size: int) -> LogitsProcessorList:
-    """The processors as row `row` alone sees them: a batch's row is walked on its own, with `(1, L)` ids.
-
-    Processors that hold one value per batch row get a copy holding the row's value: the repetition penalty's
-    per-row `prompt_ignore_length` (each row's padding, set by `generate`). The others are batch-agnostic.
-    """
-    if batch_size == 1:
-        return logits_processor
-    processors = LogitsProcessorList()
-    for processor in logits_processor:
-        ignore = getattr(processor, "prompt_ignore_length", None)
-        if isinstance(processor, RepetitionPenaltyLogitsProcessor) and isinstance(ignore, torch.Tensor):
-            processor = copy.copy(processor)
-            processor.prompt_ignore_length = ignore[row : row + 1]
-        processors.append(processor)
-    return processors
+    def _continue_with_padding(self, row: DecodingRow) -> None:
+        """Ask a leaving row's batch-level criteria about the padding plain decoding would append to it, until
+        each fires or the length limit ends the batch."""
+        if all(step is not None for step in row.batch_fired):
+            return
+        ids, count = row.ids, row.new_tokens
+        while count < self.max_new_tokens and any(step is None for step in row.batch_fired):
+            ids = torch.cat([ids, ids.new_full((1, 1), self.pad_token_id)], dim=1)
+            count += 1
+            for k, criterion in enumerate(row.batch_criteria):
+                if row.batch_fired[k] is None and bool(torch.as_tensor(criterion(ids, None)).all()):
+                    row.batch_fired[k] = count
 
 
 def batch_sequences(rows: list[DecodingRow], prompt_length: int, generation_config: GenerationConfig,
@@ -162,16 +207,21 @@ def batch_sequences(rows: list[DecodingRow], prompt_length: int, generation_conf
     """`(B, L + T)` ids in the caller's row order, cut or padded as plain batched decoding leaves them."""
     rows = sorted(rows, key=lambda row: row.index)
     if not stopping.pads_finished_rows:
-        total = max(row.finished_at for row in rows)
+        total = max(stopping.finish(row) for row in rows)
         return torch.cat([row.ids[:, : prompt_length + total] for row in rows], dim=0)
-    total = max(row.ids.shape[1] for row in rows)
+    stop = stopping.batch_stop
+    if stop is not None:
+        rows_ids = [row.ids[:, : prompt_length + stop] for row in rows]
+    else:
+        rows_ids = [row.ids for row in rows]
+    total = max(ids.shape[1] for ids in rows_ids)
     pad = generation_config._pad_token_tensor
     pad_token = int(pad.flatten()[0]) if pad is not None else 0
     padded = []
-    for row in rows:
-        missing = total - row.ids.shape[1]
-        padded.append(torch.cat([row.ids, row.ids.new_full((1, missing), pad_token)], dim=1) if missing else row.ids)
+    for ids in rows_ids:
+        missing = total - ids.shape[1]
+        padded.append(torch.cat([ids, ids.new_full((1, missing), pad_token)], dim=1) if missing else ids)
     return torch.cat(padded, dim=0)
 
 
-__all__ = ["BatchStopping", "DecodingRow", "DepthCap", "batch_sequences", "processors_for_row"]
+__all__ = ["BatchStopping", "DecodingRow", "DepthCap", "batch_sequences"]

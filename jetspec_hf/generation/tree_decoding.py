@@ -41,7 +41,8 @@ from .drafting import MAX_HOLE_FRACTION, HeadDrafter
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler, stage
-from .rows import BatchStopping, DecodingRow, DepthCap, batch_sequences, processors_for_row
+from .per_row import criteria_for_rows, processors_for_rows
+from .rows import BatchStopping, DecodingRow, DepthCap, batch_sequences
 from .tree import DraftTree, batch_depth_candidates, build_tree
 from .validation import TreeSettings
 from .verification import prefill, verify_trees
@@ -81,6 +82,9 @@ def tree_decoding(
     """
     device = input_ids.device
     batch_size, prompt_length = input_ids.shape
+    # Before any work: every processor and criterion must run per row (per_row.py).
+    row_processors = processors_for_rows(logits_processor, batch_size)
+    row_criteria = criteria_for_rows(stopping_criteria, batch_size)
     cache = model_kwargs["cache"]
     attention_mask = model_kwargs.get("attention_mask")
     policy = budget_policy or FixedBudget(tree_settings.budget)
@@ -95,7 +99,6 @@ def tree_decoding(
     capacity = static_capacity(cache)
     verify_forward = _compiled_verify(model, model_kwargs, generation_config)
     capture = TappedLayerCapture(model.model.layers, draft_head.config.target_layer_ids)
-    stopping = BatchStopping(stopping_criteria, batch_size)
     # Which cache columns each row really holds; `None` while no row has a hole.
     key_valid = None if attention_mask is None else attention_mask.bool()
     real_lengths = [prompt_length] * batch_size if key_valid is None else key_valid.sum(dim=1).tolist()
@@ -105,12 +108,15 @@ def tree_decoding(
             DepthCap(tree_settings.depth, enabled=drafter.causal),
             _new_lookup(tree_settings, input_ids[index], key_valid, index) if drafting else None,
             keep_scores, keep_logits, policy.predicts_acceptance,
+            processors=row_processors[index], criteria=row_criteria[index][0], batch_criteria=row_criteria[index][1],
         )
         for index in range(batch_size)
     ]
     all_rows = list(rows)
-    for row in rows:
-        row.processors = processors_for_row(logits_processor, row.index, batch_size)
+    pad = generation_config._pad_token_tensor
+    stopping = BatchStopping(stopping_criteria, batch_size, all_rows,
+                             generation_config.max_length - prompt_length,
+                             int(pad.flatten()[0]) if pad is not None else 0)
     timing = round_profiler.generation(device) if round_profiler else nullcontext()
 
     try:
@@ -130,7 +136,7 @@ def tree_decoding(
                                    [row.processors for row in rows], generation_config.do_sample, keep_scores,
                                    keep_logits)
                 for row, walk in zip(rows, walks):
-                    row.commit(walk, stopping_criteria, streamer)
+                    row.commit(walk, streamer)
                     if row.lookup is not None:
                         row.lookup.extend(row.last_tokens)
                 rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
@@ -167,7 +173,7 @@ def tree_decoding(
                     expected = policy.observe(trees, [len(walk.path) - 1 for walk in walks])
                     kept_paths = []
                     for index, (row, tree, walk, branch) in enumerate(zip(rows, trees, walks, branches)):
-                        committed = row.commit(walk, stopping_criteria, streamer, stop=stopping.checks_rules(row))
+                        committed = row.commit(walk, streamer, stop=stopping.checks_rules(row))
                         lookup_accepted = None
                         if row.lookup is not None:
                             decided, lookup_accepted = _branch_outcome(tree, branch, row.last_tokens)

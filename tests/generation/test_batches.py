@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, pipeline
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, pipeline
 
-from tiny_models import random_prompt, tiny_tokenizer
+import jetspec_hf
+from tiny_models import random_prompt, refuse_forwards, tiny_tokenizer
 
 LENGTHS = (3, 9, 5, 14, 1, 7, 11, 2)
 
@@ -65,7 +66,10 @@ def test_rows_hitting_eos_at_different_rounds_are_padded_as_plain_pads_them(pair
     assert len({len(_alone(target, prompt, max_new_tokens=24, eos_token_id=eos)) for prompt in prompts}) > 2
 
 
+@jetspec_hf.mark_row_safe
 class StopAfterToken(StoppingCriteria):
+    """Judges every row alike and keeps no state: declared safe to run per row."""
+
     def __init__(self, token_id, prompt_length):
         self.token_id, self.prompt_length = token_id, prompt_length
 
