@@ -1,17 +1,30 @@
 """Checkpoints of a training run: `checkpoint-<step>/` holds the head as `save_pretrained` writes it (loadable on its
-own) and `state/` the rest of what `--resume` needs (optimizer, scheduler, RNG states, step counter), written by
-accelerate without a second copy of the weights."""
+own) and `state/` the rest of what `--resume` needs: the optimizer's moments, the scheduler, the step counter and
+the RNG states.
+
+Nothing in `state/` can run code when it is read: tensors are safetensors files and everything else is JSON
+(`training_state.json`, `optimizer.safetensors`, `rng-<process>.safetensors`). A checkpoint folder may come from
+anywhere (a shared drive, a download), and a pickle, which is what `accelerate.save_state` writes, runs whatever a
+tampered file says when it is loaded; so `--resume` reads no pickle, and a state folder in that older layout is
+refused with the reason.
+"""
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FOLDER = "state"
 WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "training_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FORMAT_VERSION = 1
 
 
 class TrainingProgress:
@@ -71,23 +84,86 @@ def resume_state_folder(resume: str, checkpoint_dir: Path) -> Path | None:
     return path
 
 
-def keep_weights_out_of_state(accelerator, head_module) -> None:
-    """Make `accelerator.save_state` / `load_state` leave the head's weights to the checkpoint folder.
+def save_training_state(folder: Path, optimizer, scheduler, progress: TrainingProgress, process_index: int,
+                        is_main: bool) -> None:
+    """Write the resumable state into `folder` (each process its RNG state, the main process the rest)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, str(folder / f"rng-{process_index}.safetensors"))
+    if not is_main:
+        return
+    state = optimizer.state_dict()
+    tensors, moments = {}, {}
+    for param_id, values in state["state"].items():
+        moments[str(param_id)] = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{param_id}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                moments[str(param_id)][name] = value
+    save_file(tensors, str(folder / OPTIMIZER_FILE))
+    record = {
+        "format_version": STATE_FORMAT_VERSION,
+        "progress": progress.state_dict(),
+        "optimizer": {"param_groups": state["param_groups"], "scalars": moments},
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if _is_json_value(v)},
+        "python_random": _to_json(random.getstate()),
+    }
+    (folder / STATE_FILE).write_text(json.dumps(record, indent=1))
 
-    The checkpoint folder already holds them (`save_pretrained`), one level above `state/`; accelerate would write
-    a second copy into `state/`. On load they are read from there into `head_module` (the unwrapped head).
-    """
 
-    def drop_weights(models, weights, output_dir) -> None:
-        weights.clear()
+def load_training_state(folder: Path, optimizer, scheduler, progress: TrainingProgress, process_index: int) -> None:
+    """Restore what `save_training_state` wrote; nothing in `folder` is unpickled."""
+    state_path = folder / STATE_FILE
+    if not state_path.is_file():
+        pickles = sorted(path.name for path in folder.iterdir() if path.suffix in (".pkl", ".bin", ".pt"))
+        raise ValueError(
+            f"{folder} holds no {STATE_FILE}" + (f" but pickled files ({', '.join(pickles)})" if pickles else "")
+            + ": it is not a state this version can resume from. Resuming reads only JSON and safetensors, because "
+            "loading a pickle runs whatever code a tampered file carries. Start a new run (the head in the "
+            "checkpoint folder loads with from_pretrained), or resume from a checkpoint written by this version."
+        )
+    record = json.loads(state_path.read_text())
+    if record.get("format_version") != STATE_FORMAT_VERSION:
+        raise ValueError(f"{state_path}: state format {record.get('format_version')} is not "
+                         f"{STATE_FORMAT_VERSION}.")
+    tensors = load_file(str(folder / OPTIMIZER_FILE))
+    optimizer_state: dict = {}
+    for param_id, scalars in record["optimizer"]["scalars"].items():
+        optimizer_state[int(param_id)] = dict(scalars)
+    for key, value in tensors.items():
+        param_id, name = key.split(".", 1)
+        optimizer_state.setdefault(int(param_id), {})[name] = value
+    optimizer.load_state_dict({"state": optimizer_state, "param_groups": record["optimizer"]["param_groups"]})
+    scheduler_state = scheduler.state_dict()
+    scheduler_state.update(record["scheduler"])
+    scheduler.load_state_dict(scheduler_state)
+    progress.load_state_dict(record["progress"])
+    random.setstate(_from_json(record["python_random"]))
+    rng_path = folder / f"rng-{process_index}.safetensors"
+    if rng_path.is_file():
+        rng = load_file(str(rng_path))
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda.")])
 
-    def load_weights(models, input_dir) -> None:
-        state = load_file(str(Path(input_dir).parent / WEIGHTS_FILE))
-        head_module.load_state_dict(state)
-        models.clear()
 
-    accelerator.register_save_state_pre_hook(drop_weights)
-    accelerator.register_load_state_pre_hook(load_weights)
+def _is_json_value(value) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _to_json(value):
+    return [_to_json(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _from_json(value):
+    return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
 
 
 __all__ = [
@@ -96,7 +172,8 @@ __all__ = [
     "TrainingProgress",
     "checkpoint_step",
     "find_latest_checkpoint",
-    "keep_weights_out_of_state",
+    "load_training_state",
+    "save_training_state",
     "list_checkpoints",
     "prune_checkpoints",
     "resume_state_folder",

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from torch import nn
 
 from ..configuration_jetspec import JetSpecConfig
@@ -32,10 +33,12 @@ from .checkpoints import (
     CHECKPOINT_PREFIX,
     STATE_FOLDER,
     TrainingProgress,
+    WEIGHTS_FILE,
     find_latest_checkpoint,
-    keep_weights_out_of_state,
+    load_training_state,
     prune_checkpoints,
     resume_state_folder,
+    save_training_state,
 )
 from .data import fingerprint_sequences
 from .evaluation import evaluate_head
@@ -121,8 +124,6 @@ class HeadTrainer:
         self.scheduler = warmup_cosine_schedule(optimizer, warmup, args.max_steps, args.min_lr_ratio)
         self.head, self.optimizer = self.accelerator.prepare(head, optimizer)
         self.state = TrainingProgress()
-        self.accelerator.register_for_checkpointing(self.scheduler, self.state)
-        keep_weights_out_of_state(self.accelerator, self.accelerator.unwrap_model(self.head))
 
         self.schedule = BatchSchedule(
             len(self.train_records), args.per_device_batch_size, self.accelerator.num_processes,
@@ -208,7 +209,9 @@ class HeadTrainer:
         if self.is_main:
             self.accelerator.unwrap_model(self.head).save_pretrained(path)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(path / STATE_FOLDER))
+        save_training_state(path / STATE_FOLDER, self.optimizer.optimizer if hasattr(self.optimizer, "optimizer")
+                            else self.optimizer, self.scheduler, self.state, self.accelerator.process_index,
+                            self.is_main)
         self.accelerator.wait_for_everyone()
         if self.is_main and self.args.save_total_limit:
             prune_checkpoints(self.checkpoint_dir, self.args.save_total_limit)
@@ -223,7 +226,11 @@ class HeadTrainer:
         if state_folder is None:
             self.log(f"--resume latest: no checkpoint in {self.checkpoint_dir}, starting from scratch")
             return
-        self.accelerator.load_state(str(state_folder))
+        # The weights come from the checkpoint's own safetensors file, the rest from JSON and safetensors only.
+        weights = load_file(str(state_folder.parent / WEIGHTS_FILE))
+        self.accelerator.unwrap_model(self.head).load_state_dict(weights)
+        optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        load_training_state(state_folder, optimizer, self.scheduler, self.state, self.accelerator.process_index)
         if self.is_main:
             # The interrupted run logged past this step; those lines are written again from here.
             self.training_log.keep_until(self.state.step)

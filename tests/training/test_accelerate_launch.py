@@ -42,7 +42,8 @@ def test_two_process_launch_trains_and_saves(tmp_path, target_dir, repetitive_da
     # Each step took 2 sequences from each of the 2 processes: 4 steps x 4 of 48 sequences.
     assert log[1]["epoch"] == round(4 * 4 / 48, 3)
     state = output / "checkpoint-4" / "state"
-    assert (state / "random_states_0.pkl").is_file() and (state / "random_states_1.pkl").is_file()
+    assert (state / "rng-0.safetensors").is_file() and (state / "rng-1.safetensors").is_file()
+    assert not [path for path in state.iterdir() if path.suffix in (".pkl", ".bin")]  # nothing pickled
     head, info = JetSpecDraftModel.from_pretrained(output, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert head.config.block_size == 5

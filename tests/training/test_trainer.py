@@ -66,6 +66,51 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
         torch.testing.assert_close(resumed[name], full[name], atol=1e-6, rtol=1e-5)
 
 
+class Payload:
+    """A pickle that, when loaded, creates `marker`: what a tampered checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant_pickles(folder, marker):
+    import pickle
+
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+        (folder / name).write_bytes(pickle.dumps(Payload(marker)))
+
+
+def test_resume_reads_no_pickle_from_a_tampered_checkpoint(tmp_path):
+    run(tmp_path, "full", max_steps=12, save_steps=6, save_total_limit=3)
+    state = tmp_path / "full" / "checkpoint-6" / "state"
+    assert sorted(p.suffix for p in state.iterdir()) == [".json", ".safetensors", ".safetensors"]
+    marker = tmp_path / "payload-ran"
+    plant_pickles(state, marker)
+    _, summary = run(tmp_path, "resumed", max_steps=12, resume=str(state.parent))
+    assert not marker.exists()
+    assert summary["resumed_from_step"] == 6
+    full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
+    for name in full:
+        torch.testing.assert_close(resumed[name], full[name], atol=1e-6, rtol=1e-5)
+
+
+def test_a_pickled_state_folder_is_refused_and_never_loaded(tmp_path):
+    run(tmp_path, "full", max_steps=6, save_steps=6)
+    state = tmp_path / "full" / "checkpoint-6" / "state"
+    for path in state.iterdir():
+        path.unlink()
+    marker = tmp_path / "payload-ran"
+    plant_pickles(state, marker)  # the layout accelerate.save_state writes, with a payload in every file
+    with pytest.raises(ValueError, match="reads only JSON and safetensors"):
+        run(tmp_path, "resumed", max_steps=12, resume=str(state.parent))
+    assert not marker.exists()
+
+
 def test_feature_cache_trains_like_on_the_fly_features(tmp_path):
     _, plain = run(tmp_path, "plain", max_steps=6, kl_weight=0.5)
     _, cached = run(tmp_path, "cached", max_steps=6, kl_weight=0.5, cache_features=str(tmp_path / "cache"))
