@@ -85,6 +85,7 @@ class JetSpecConfig(Qwen3Config):
         dflash_config.setdefault("causal_head", True)
         dflash_config.setdefault("mask_token_id", None)
         self.dflash_config = dflash_config
+        _check_head_fields(self.block_size, dflash_config)
         super().__post_init__(**kwargs)
 
     # The three fields below are also read at the top level by transformers' built-in linear DFlash path
@@ -117,7 +118,17 @@ class JetSpecConfig(Qwen3Config):
     @classmethod
     def _normalize_released_format(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
         """Accept a released DFlash/JetSpec config (`model_type: qwen3`) as a `jetspec` config."""
-        if config_dict.get("model_type") != RELEASED_MODEL_TYPE:
+        model_type = config_dict.get("model_type")
+        looks_released = RELEASED_ARCHITECTURE in (config_dict.get("architectures") or []) or "dflash_config" in config_dict
+        if looks_released and model_type not in (RELEASED_MODEL_TYPE, cls.model_type):
+            raise ValueError(
+                f"This config.json describes a draft head ({RELEASED_ARCHITECTURE} / `dflash_config`) with "
+                f"`model_type: {model_type}`, but the released head format is a stack of Qwen3 decoder layers "
+                f"(`model_type: {RELEASED_MODEL_TYPE}`); loading it as another model type would build the wrong "
+                f"layers. Fix the folder's model_type (to {RELEASED_MODEL_TYPE!r}) if the weights are a Qwen3-layer "
+                "head."
+            )
+        if model_type != RELEASED_MODEL_TYPE:
             return config_dict
         if "dflash_config" not in config_dict and "block_size" not in config_dict:
             raise ValueError(
@@ -125,6 +136,22 @@ class JetSpecConfig(Qwen3Config):
                 "nor `block_size`. Load a target with `AutoModelForCausalLM`, and a head with `JetSpecDraftModel`."
             )
         return {**config_dict, "model_type": cls.model_type}
+
+
+def _check_head_fields(block_size, dflash_config: dict) -> None:
+    """The head-specific fields must have the types and ranges the head's forward uses them with."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+        raise ValueError(f"block_size must be an integer >= 2 (the anchor and at least one drafted position), got "
+                         f"{block_size!r}.")
+    if not isinstance(dflash_config.get("causal_head"), bool):
+        raise ValueError(f"dflash_config.causal_head must be true or false, got {dflash_config.get('causal_head')!r}.")
+    mask = dflash_config.get("mask_token_id")
+    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, int) or mask < 0):
+        raise ValueError(f"dflash_config.mask_token_id must be a token id (an integer >= 0), got {mask!r}.")
+    layers = dflash_config.get("target_layer_ids")
+    if layers is not None and (not isinstance(layers, list) or not layers
+                               or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
+        raise ValueError(f"dflash_config.target_layer_ids must be a non-empty list of layer indices, got {layers!r}.")
 
 
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.

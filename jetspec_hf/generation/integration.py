@@ -24,7 +24,7 @@ from ..modeling_jetspec import JetSpecDraftModel
 from .auto_budget import auto_budget_policy
 from .budget import AUTO_BUDGET
 from .capture import has_capture_hooks, install_capture_hooks
-from .options import GenerateOptions, check_generation_options, prompt_batch_size
+from .options import GenerateOptions, check_generation_options, check_static_cache_room, prompt_batch_size
 from .tree_decoding import tree_decoding
 from .validation import (
     TREE_SETTING_NAMES,
@@ -145,6 +145,7 @@ def generate_with_draft_head(
     options = GenerateOptions(kwargs, setting_kwargs, generation_config, target.generation_config)
     check_generation_options(options, inputs, kwargs, streamer)
     check_sliding_window(target, _longest_sequence(options, inputs, kwargs))
+    check_static_cache_room(kwargs.get("cache"), _longest_sequence(options, inputs, kwargs))
     if sliding_window_of(target.config) is not None and kwargs.get("cache") is None \
             and options.value("cache_implementation") in (None, "dynamic"):
         # A sliding cache layer evicts keys once it holds a window's worth, and a round's tree rows count towards

@@ -102,6 +102,12 @@ def check_generation_options(options: GenerateOptions, inputs, call_kwargs: dict
             "SynthID watermarking keeps a state across decoding steps, which a tree walk would corrupt; it is not "
             "supported with a JetSpec draft head."
         )
+    if options.value("speculation_type") is not None:
+        raise ValueError(
+            f"`speculation_type={options.value('speculation_type')!r}` selects transformers' own assisted decoding "
+            "path, which a JetSpec head replaces with tree decoding: leave it out to run the tree, or call generate "
+            "on a target that was not enabled to run transformers' path."
+        )
     for name in _ASSISTED_ONLY:
         if options.value(name) is not None:
             raise ValueError(
@@ -126,6 +132,20 @@ def _check_cache(options: GenerateOptions, cache, batch_size: int) -> None:
     if cache is not None and not isinstance(cache, (DynamicCache, StaticCache)):
         raise ValueError(
             f"JetSpec tree decoding supports DynamicCache and StaticCache, got {type(cache).__name__}."
+        )
+
+
+def check_static_cache_room(cache, longest: int) -> None:
+    """A passed StaticCache must hold the whole sequence but its last token: what plain decoding's cache holds at
+    the end, and where the last round's tree roots."""
+    if not isinstance(cache, StaticCache):
+        return
+    capacity, needed = cache.layers[0].max_cache_len, longest - 1
+    if capacity < needed:
+        raise ValueError(
+            f"The StaticCache holds {capacity} positions, but this call can need {needed} (prompt + max_new_tokens, "
+            f"but the last token): {needed - capacity} too few. Build it with `max_cache_len >= {needed}`, or lower "
+            "max_new_tokens."
         )
 
 
@@ -156,4 +176,4 @@ def _check_batch_options(options: GenerateOptions, call_kwargs: dict, batch_size
         )
 
 
-__all__ = ["GenerateOptions", "check_generation_options"]
+__all__ = ["GenerateOptions", "check_generation_options", "check_static_cache_room"]

@@ -80,6 +80,8 @@ def tree_decoding(
         drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
+    # Plain decoding returns int64 ids whatever the prompt's integer type (its new tokens are int64).
+    input_ids = input_ids.long()
     device = input_ids.device
     batch_size, prompt_length = input_ids.shape
     # Before any work: every processor and criterion must run per row (per_row.py).

@@ -29,6 +29,8 @@ logger = logging.get_logger(__name__)
 # but is only accepted once a test holds it to plain decoding.
 SUPPORTED_TARGET_CLASSES = (Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM,
                             MistralForCausalLM)
+# The largest tree `tree_budget="auto"` measures (its cost table's last size), and the largest one accepted.
+MAX_TREE_BUDGET = 256
 # The head's block mask is explicit, which these backends take as it is.
 HEAD_ATTENTION = ("sdpa", "eager")
 
@@ -75,22 +77,32 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
     depth = first_set("tree_depth", config.max_tree_depth)
     expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])
     lookup_tokens = first_set("prompt_lookup_num_tokens", DEFAULT_TREE_SETTINGS["prompt_lookup_num_tokens"])
-    if budget != AUTO_BUDGET and (not isinstance(budget, int) or budget < 1):
+    if budget != AUTO_BUDGET and (not _is_integer(budget) or budget < 1):
         raise ValueError(
             f"`tree_budget` must be an integer >= 1 (nodes per round, root included) or {AUTO_BUDGET!r} (chosen per "
             f"round from measured costs), got {budget!r}."
         )
-    if not isinstance(width, int) or width < 1:
+    if budget != AUTO_BUDGET and budget > MAX_TREE_BUDGET:
+        raise ValueError(
+            f"`tree_budget={budget}` is beyond {MAX_TREE_BUDGET}, the largest tree `tree_budget='auto'` ever "
+            f"measures: a round that verifies more nodes costs more than the few extra tokens it can accept "
+            f"(at most {config.max_tree_depth} per round for this head). Use a budget up to {MAX_TREE_BUDGET}, or "
+            "'auto'."
+        )
+    if not _is_integer(width) or width < 1:
         raise ValueError(f"`tree_width` must be an integer >= 1 (children per tree node), got {width!r}.")
-    if not isinstance(depth, int) or not 1 <= depth <= config.max_tree_depth:
+    if not _is_integer(depth) or not 1 <= depth <= config.max_tree_depth:
         raise ValueError(
             f"`tree_depth` must be an integer in 1..{config.max_tree_depth} (this head's block_size - 1 = "
             f"{config.block_size} - 1), got {depth!r}."
         )
     if expansion not in TREE_EXPANSIONS:
         raise ValueError(f"`tree_expansion` must be one of {TREE_EXPANSIONS}, got {expansion!r}.")
-    if not isinstance(lookup_tokens, int) or lookup_tokens < 0:
-        raise ValueError(f"`prompt_lookup_num_tokens` must be an integer >= 1, got {lookup_tokens!r}.")
+    if not _is_integer(lookup_tokens) or lookup_tokens < 0:
+        raise ValueError(
+            f"`prompt_lookup_num_tokens` must be an integer >= 0 (tokens of the prompt-lookup branch added to every "
+            f"tree; 0 adds none), got {lookup_tokens!r}."
+        )
     if lookup_tokens and expansion != "node":
         raise ValueError(
             "`prompt_lookup_num_tokens` adds a lookup branch to node-level trees only; it cannot be combined with "
@@ -130,6 +142,11 @@ def check_sliding_window(target: PreTrainedModel, total_length: int) -> None:
             f"equals the window only up to {window} positions: lower max_new_tokens or the prompt so that the "
             "sequence fits, or generate without `assistant_model`."
         )
+
+
+def _is_integer(value) -> bool:
+    # `True` is an int to Python; as a tree size it is a mistake, not 1.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_target_supported(target: PreTrainedModel) -> None:

@@ -128,3 +128,81 @@ def test_a_version_0_1_folder_keeps_its_tree_defaults_from_config_json(tmp_path)
     assert head.generation_config.tree_budget == 6
     assert _tree_size(target, head) == 6
 
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tree_budget=True), "tree_budget"),
+        (dict(tree_width=True), "tree_width"),
+        (dict(tree_depth=True), "tree_depth"),
+        (dict(prompt_lookup_num_tokens=True), "prompt_lookup_num_tokens"),
+        (dict(prompt_lookup_num_tokens=-1), r">= 0 .*0 adds none"),
+        (dict(tree_budget=10000), "beyond 256"),
+        (dict(speculation_type="dflash"), "speculation_type='dflash'"),
+    ],
+)
+def test_loose_values_are_refused_before_any_work(pair, monkeypatch, kwargs, message):
+    target, head = pair
+    refuse_forwards(monkeypatch, target)
+    with pytest.raises(ValueError, match=message):
+        target.generate(random_prompt(0, 5), max_new_tokens=4, assistant_model=head, **kwargs)
+
+
+def test_prompt_lookup_zero_means_no_branch(pair):
+    target, head = pair
+    prompt = random_prompt(2, 7)
+    out = target.generate(prompt, do_sample=False, max_new_tokens=10, assistant_model=head, tree_budget=8,
+                          prompt_lookup_num_tokens=0, return_dict_in_generate=True)
+    assert out.lookup_lengths is None
+    assert torch.equal(out.sequences, target.generate(prompt, do_sample=False, max_new_tokens=10))
+
+
+def test_a_static_cache_too_small_says_by_how_much(pair, monkeypatch):
+    from transformers import StaticCache
+
+    target, head = pair
+    cache = StaticCache(config=target.config, max_cache_len=12)
+    refuse_forwards(monkeypatch, target)
+    with pytest.raises(ValueError, match=r"holds 12 positions, but this call can need 24.*12 too few"):
+        target.generate(random_prompt(0, 5), max_new_tokens=20, assistant_model=head, cache=cache)
+
+
+def test_int32_prompts_come_back_as_int64_like_plain(pair):
+    target, head = pair
+    prompt = random_prompt(1, 6).to(torch.int32)
+    plain = target.generate(prompt, do_sample=False, max_new_tokens=6)
+    got = target.generate(prompt, do_sample=False, max_new_tokens=6, assistant_model=head, tree_budget=8)
+    assert got.dtype == plain.dtype == torch.int64 and torch.equal(got, plain)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(block_size=1), "block_size must be an integer >= 2"),
+        (dict(block_size=True), "block_size must be an integer >= 2"),
+        (dict(dflash_config={"mask_token_id": 2, "causal_head": "yes", "target_layer_ids": [1]}), "causal_head"),
+        (dict(dflash_config={"mask_token_id": 2.5, "causal_head": True, "target_layer_ids": [1]}), "mask_token_id"),
+    ],
+)
+def test_head_configs_with_unusable_fields_are_refused(fields, message):
+    from jetspec_hf import JetSpecConfig
+
+    with pytest.raises(ValueError, match=message):
+        JetSpecConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=16, vocab_size=96, num_target_layers=4,
+                      **{"dflash_config": {"mask_token_id": 2, "causal_head": True}, **fields})
+
+
+def test_a_released_format_config_with_another_model_type_is_refused(tmp_path, pair):
+    import json
+
+    from jetspec_hf import JetSpecDraftModel
+
+    _, head = pair
+    head.save_pretrained(tmp_path / "head", checkpoint_format="released")
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    config["model_type"] = "llama"
+    (tmp_path / "head" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_type: llama.*Qwen3 decoder layers"):
+        JetSpecDraftModel.from_pretrained(tmp_path / "head")
