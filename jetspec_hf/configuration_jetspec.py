@@ -51,6 +51,11 @@ class JetSpecConfig(Qwen3Config):
             The released checkpoints' sub-config: `target_layer_ids` (tapped target layers, 0-based; the head reads
             the OUTPUT of each), `mask_token_id` (token whose embedding fills unknown block positions) and
             `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one).
+        draft_vocab_size (`int`, *optional*):
+            When set, the head ranks only this many target tokens (its `draft_vocab_ids` buffer, the most frequent
+            labels of its training data): the draft's vocabulary projection shrinks by `vocab_size /
+            draft_vocab_size`. Verification still uses the target's whole vocabulary, so output is unchanged; a
+            token outside the draft vocabulary is simply never drafted.
         tree_budget, tree_width, tree_depth (`int`, *optional*):
             Where version 0.1 kept a head's tree defaults. They are read as the head's defaults when its
             `generation_config.json` does not set them; new folders keep them in `generation_config.json`, like
@@ -72,6 +77,7 @@ class JetSpecConfig(Qwen3Config):
     block_size: int = 16
     num_target_layers: int | None = None
     dflash_config: dict | None = None
+    draft_vocab_size: int | None = None
     tree_budget: int | None = None
     tree_width: int | None = None
     tree_depth: int | None = None
@@ -86,6 +92,10 @@ class JetSpecConfig(Qwen3Config):
         dflash_config.setdefault("mask_token_id", None)
         self.dflash_config = dflash_config
         _check_head_fields(self.block_size, dflash_config)
+        if self.draft_vocab_size is not None and (isinstance(self.draft_vocab_size, bool) or not isinstance(
+                self.draft_vocab_size, int) or not 1 <= self.draft_vocab_size <= self.vocab_size):
+            raise ValueError(f"draft_vocab_size must be an integer in 1..vocab_size ({self.vocab_size}), got "
+                             f"{self.draft_vocab_size!r}.")
         super().__post_init__(**kwargs)
 
     # The three fields below are also read at the top level by transformers' built-in linear DFlash path

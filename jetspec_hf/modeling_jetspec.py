@@ -193,6 +193,11 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         self.hidden_norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
+        if config.draft_vocab_size is not None:
+            # Target token ids the head ranks (see `JetSpecConfig.draft_vocab_size`); saved with the weights.
+            self.register_buffer("draft_vocab_ids", torch.arange(config.draft_vocab_size, dtype=torch.long))
+        else:
+            self.draft_vocab_ids = None
         self.post_init()
         # transformers gives a generation config only to models that can generate; a head cannot, but tools that
         # introspect models read this attribute, so it exists like on any model (from_pretrained replaces it with

@@ -10,6 +10,38 @@ an oracle drafter that forces τ (`oracle`), forward and generate timings (`synt
 (`synthetic_options`) and its report (`synthetic_report`).
 """
 
-from .run import main, run_benchmark
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `jetspec-hf bench` / `python -m jetspec_hf.bench`; returns the exit status (1 when any
+    method's output differs from plain greedy decoding, unless `--allow-mismatch`).
+
+    Arguments are parsed and checked, and the run described, before torch is imported: `--help` and argument
+    errors answer at once.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--synthetic" in argv:
+        # A mode with its own options (random weights, no models to load): see synthetic.py.
+        from .synthetic import main as synthetic_main
+
+        return synthetic_main(argv)
+    from .options import parse_args
+
+    args = parse_args(argv)
+    from .run import execute
+
+    return execute(args, argv)
+
+
+def __getattr__(name):
+    if name == "run_benchmark":
+        from .run import run_benchmark
+
+        return run_benchmark
+    raise AttributeError(name)
+
 
 __all__ = ["main", "run_benchmark"]

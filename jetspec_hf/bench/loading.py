@@ -18,13 +18,7 @@ DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 # Where a checkout's files are reported from: paths under it (the bundled models resolve to examples/models/) are
 # written relative to it, so that a committed report reads the same on every machine.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The defaults when no --target is given: the bundled pair and prompts, shipped as package data.
-BUNDLED = {
-    "target": BUNDLED_MODELS / "target",
-    "head": BUNDLED_MODELS / "jetspec_head",
-    "dflash_head": BUNDLED_MODELS / "dflash_head",
-    "draft_lm": BUNDLED_MODELS / "draft_lm",
-}
+from .options import BUNDLED  # noqa: E402,F401  (the bundled pair's paths, defined with the options)
 
 
 def require_bench_extras(dataset: str) -> None:
@@ -62,8 +56,10 @@ def load_models(
 
     from ..modeling_jetspec import JetSpecDraftModel
 
+    from ..targets import resolve_target
+
     def causal_lm(path):
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(resolve_target(path), dtype=dtype, attn_implementation="sdpa")
         return model.to(device).eval()
 
     def draft_head(path):
@@ -71,7 +67,7 @@ def load_models(
         return model.to(device).eval()
 
     target_model = causal_lm(target)
-    target_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or target))
+    target_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or resolve_target(target)))
     draft_model = causal_lm(draft_lm) if draft_lm else None
     draft_tokenizer = None
     if draft_model is not None and draft_model.config.vocab_size != target_model.config.vocab_size:

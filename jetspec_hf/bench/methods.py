@@ -17,15 +17,8 @@ from transformers import CompileConfig, GenerationConfig, GenerationMixin
 from ..generation.validation import resolve_tree_settings
 from .prompts import PromptBatch
 
-# Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
-# tree at fixed budgets, `auto` the node-level tree with `tree_budget="auto"`, `fanout` the published reference's full
-# fan-out, `hybrid` the node-level tree plus a prompt-lookup branch, `compiled` plain decoding and node-level trees
-# with a static cache and compiled forwards.
-METHOD_GROUPS = (
-    "assisted", "lookup", "hf-dflash", "chain", "tree", "auto", "fanout", "hybrid", "dflash-tree", "compiled",
-)
-# Not run unless asked for: compiling takes minutes on a CPU.
-DEFAULT_METHOD_GROUPS = tuple(group for group in METHOD_GROUPS if group != "compiled")
+from .options import DEFAULT_METHOD_GROUPS, METHOD_GROUPS  # noqa: E402  (defined where the CLI reads them)
+
 TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-hybrid", "dflash-chain",
               "dflash-tree", "jetspec-tree-compiled")
 

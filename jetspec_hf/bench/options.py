@@ -1,13 +1,36 @@
-"""Command-line options of `jetspec-hf bench`, and how unset model paths fall back to the bundled pair."""
+"""Command-line options of `jetspec-hf bench`, and how unset model paths fall back to the bundled pair.
+
+This module imports neither torch nor transformers: `--help` and every argument error answer at once, before the
+seconds those imports take.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import torch
+from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS, SMOLLM2_HEADS, SMOLLM2_PROMPTS
+from ..dtypes import DTYPE_NAMES
+from ..prompts import PROMPT_FIELDS
 
-from .loading import BUNDLED, BUNDLED_PROMPTS, DTYPES
-from .methods import DEFAULT_METHOD_GROUPS, METHOD_GROUPS
+# Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
+# tree at fixed budgets, `auto` the node-level tree with `tree_budget="auto"`, `fanout` the published reference's full
+# fan-out, `hybrid` the node-level tree plus a prompt-lookup branch, `compiled` plain decoding and node-level trees
+# with a static cache and compiled forwards.
+METHOD_GROUPS = (
+    "assisted", "lookup", "hf-dflash", "chain", "tree", "auto", "fanout", "hybrid", "dflash-tree", "compiled",
+)
+# Not run unless asked for: compiling takes minutes on a CPU.
+DEFAULT_METHOD_GROUPS = tuple(group for group in METHOD_GROUPS if group != "compiled")
+# The defaults when no --target is given: the bundled pair and prompts, shipped as package data.
+BUNDLED = {
+    "target": BUNDLED_MODELS / "target",
+    "head": BUNDLED_MODELS / "jetspec_head",
+    "dflash_head": BUNDLED_MODELS / "dflash_head",
+    "draft_lm": BUNDLED_MODELS / "draft_lm",
+}
+# The real pair: `--target smollm2-135m-instruct` alone takes the heads trained for it and its chat prompts.
+SMOLLM2 = {"head": SMOLLM2_HEADS / "jetspec", "dflash_head": SMOLLM2_HEADS / "dflash", "dataset": SMOLLM2_PROMPTS}
 
 DESCRIPTION = """\
 Benchmark JetSpec tree decoding against plain greedy decoding and every peer a transformers user has, in one
@@ -38,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument(
         "--dataset",
-        default=str(BUNDLED_PROMPTS),
-        help="a JSONL file (one object a line with a prompt/text/question field), a folder written by "
-        "datasets' save_to_disk, or a datasets name loadable offline (default: the bundled held-out code prompts)",
+        help="a JSONL file (one object a line with a prompt field), a ShareGPT JSON file (or `sharegpt`), a folder "
+        "written by datasets' save_to_disk, or a datasets name loadable offline (default: the bundled held-out code "
+        "prompts; with --target smollm2-135m-instruct, its held-out ShareGPT chat prompts)",
     )
     prompts.add_argument("--split", default="test", help="dataset split (datasets sources only; default: test)")
-    prompts.add_argument("--field", help="record field holding the prompt (default: the first of prompt, text, "
-                         "question, problem, instruction, turns)")
+    prompts.add_argument("--field", help="record field holding the prompt (default: the first of "
+                         f"{', '.join(PROMPT_FIELDS)})")
     prompts.add_argument("--samples", type=int, default=20, help="number of prompts (default: 20)")
     prompts.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt (default: 128)")
     prompts.add_argument("--batch-size", type=int, default=1,
@@ -66,9 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="prompt_lookup_num_tokens for HF prompt lookup and the hybrid trees (default: 10)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                     help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+    run.add_argument("--device", default="auto", help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--dtype", choices=sorted(DTYPE_NAMES), default="float32",
                      help="weights and activations dtype (default: float32; greedy output is only guaranteed "
                      "identical to plain decoding in float32)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -92,7 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Fill unset model paths: the bundled pair when no --target is given; otherwise --head is required."""
+    """Fill unset model paths and check every argument, before anything heavy is imported: the bundled pair when
+    no --target is given; the SmolLM2 heads and chat prompts for `--target smollm2-135m-instruct`; otherwise
+    --head is required."""
+    from ..targets import SMOLLM2_NAME
+
+    if args.target is None and any(getattr(args, name) for name in ("head", "dflash_head", "draft_lm")):
+        parser.error("--head, --dflash-head and --draft-lm need --target (a head drafts for the target it was "
+                     "trained for); give --target too, or none of them for the bundled pair")
+    if args.target is not None and args.target.lower() == SMOLLM2_NAME:
+        if args.head is None and not SMOLLM2["head"].exists():
+            parser.error(f"no --head given and the package ships no head for {SMOLLM2_NAME} ({SMOLLM2['head']})")
+        args.head = args.head or str(SMOLLM2["head"])
+        if args.dflash_head is None and SMOLLM2["dflash_head"].exists():
+            args.dflash_head = str(SMOLLM2["dflash_head"])
+        args.dataset = args.dataset or str(SMOLLM2["dataset"])
+        args.chat_template = True  # an instruction-tuned chat model: prompts are user turns
     if args.target is None:
         if not BUNDLED["target"].exists() or not BUNDLED["head"].exists():
             parser.error(
@@ -108,6 +145,12 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
             args.draft_lm = str(BUNDLED["draft_lm"])
     elif args.head is None:
         parser.error("--head is required with --target")
+    args.dataset = args.dataset or str(BUNDLED_PROMPTS)
+    _check_source(args.dataset, parser)
+    for name in ("target", "head", "dflash_head", "draft_lm", "tokenizer"):
+        value = getattr(args, name)
+        if value and _looks_local(value) and not Path(value).exists():
+            parser.error(f"--{name.replace('_', '-')} {value}: no such file or folder")
     for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -117,6 +160,28 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
         parser.error("--warmup must be >= 0")
 
 
+def _looks_local(value: str) -> bool:
+    """A path rather than a Hub id or a name: it starts like one, or has more than one `/`."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or value.endswith((".gguf", ".jsonl", ".json"))
+
+
+def _check_source(source: str, parser: argparse.ArgumentParser) -> None:
+    from ..conversations import SHAREGPT_NAME
+
+    if source != SHAREGPT_NAME and _looks_local(source) and not Path(source).exists():
+        parser.error(f"--dataset {source}: no such file or folder")
+
+
+def describe_run(args: argparse.Namespace) -> str:
+    """One line saying what the run will do, printed before it starts."""
+    groups = ", ".join(args.methods)
+    models = f"target {args.target}, head {args.head}" + (f", DFlash head {args.dflash_head}" if args.dflash_head
+                                                         else "")
+    return (f"jetspec-hf bench: {models}; {args.samples} prompts from {args.dataset} x {args.max_new_tokens} new "
+            f"tokens (batches of {args.batch_size}); plain decoding and {groups}; budgets "
+            f"{' '.join(map(str, args.budgets))}; {args.repeats} timed run(s) per prompt and method, interleaved")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -124,4 +189,5 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-__all__ = ["build_parser", "parse_args", "resolve_model_paths"]
+__all__ = ["BUNDLED", "DEFAULT_METHOD_GROUPS", "METHOD_GROUPS", "build_parser", "describe_run", "parse_args",
+           "resolve_model_paths"]

@@ -20,7 +20,7 @@ from .loading import (
 )
 from .measure import MethodResult, profile_method, run_interleaved
 from .methods import MethodSettings, build_methods
-from .options import parse_args
+from .options import describe_run
 from .plot import plot_report
 from .prompts import batch_prompts, encode_prompts, load_prompts
 from .report import breakdown_table, method_row, methods_table, round_breakdown, write_json
@@ -78,6 +78,8 @@ def run_benchmark(args) -> tuple[dict, list[MethodResult]]:
 def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
     torch.manual_seed(args.seed)
     progress = not args.no_progress
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
 
     _log(f"loading models on {device} ({args.dtype})")
@@ -148,18 +150,16 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `jetspec-hf bench` / `python -m jetspec_hf.bench`; returns the exit status.
+    """`jetspec_hf.bench.main` (kept here for callers of this module)."""
+    from . import main as bench_main
 
-    Exit status 1 when any method's output differs from plain greedy decoding (unless `--allow-mismatch`).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--synthetic" in argv:
-        # A mode with its own options (random weights, no models to load): see synthetic.py.
-        from .synthetic import main as synthetic_main
+    return bench_main(argv)
 
-        return synthetic_main(argv)
-    args = parse_args(argv)
+
+def execute(args, argv: list[str]) -> int:
+    """Run the benchmark that the checked `args` describe, print and write its report; returns the exit status."""
     require_bench_extras(args.dataset)
+    _log(describe_run(args))
     report, results = run_benchmark(args)
     report["command"] = shlex.join(["jetspec-hf", "bench", *argv])
 
@@ -188,4 +188,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "run_benchmark"]
+__all__ = ["execute", "main", "run_benchmark"]

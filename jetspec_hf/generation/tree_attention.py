@@ -105,10 +105,12 @@ class TreeAttentionMask:
         prefix_key_mask: torch.Tensor | None = None,
     ) -> "TreeAttentionMask":
         """Build from a host-side bool ancestor matrix `(N, N)` or `(B, 1, N, N)`, with one transfer to `device`."""
+        max_depth = None
         if isinstance(ancestors, np.ndarray):
+            # Each node's row holds itself and its ancestors: depth + 1 entries (padding nodes see only themselves).
+            # Counted on the host array, before the transfer, so that it costs no device read.
+            max_depth = int(ancestors.sum(-1).max()) - 1 if ancestors.size else 0
             ancestors = torch.from_numpy(np.ascontiguousarray(ancestors, dtype=np.bool_))
-        # Each node's row holds itself and its ancestors: depth + 1 entries (padding nodes see only themselves).
-        max_depth = int(ancestors.sum(-1).max()) - 1 if ancestors.numel() else 0
         return cls(prefix_length, ancestors.to(device, non_blocking=True), prefix_key_mask, max_depth)
 
     @property

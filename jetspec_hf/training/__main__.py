@@ -224,7 +224,7 @@ def run_fit(target_args: TargetArguments, data: FitDataArguments, head: HeadArgu
             target.config, mask_token_id=mask_token_id, num_hidden_layers=head.num_layers,
             num_attention_heads=head.num_heads, num_key_value_heads=head.num_kv_heads, head_dim=head.head_dim,
             intermediate_size=head.intermediate_size, block_size=head.block_size,
-            target_layer_ids=head.target_layer_ids, causal=head.causal,
+            target_layer_ids=head.target_layer_ids, causal=head.causal, draft_vocab_size=head.draft_vocab_size,
         )
         train_records = load_sequences(data.train_data)
         if data.eval_data:

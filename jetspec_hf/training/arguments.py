@@ -93,6 +93,11 @@ class HeadArguments:
     causal: bool = option(
         "the block mask: causal for JetSpec; --no-causal (or --bidirectional) for DFlash's full mask", default=True
     )
+    draft_vocab_size: int | None = option(
+        "rank only this many target tokens when drafting: the most frequent labels of the training data (cuts the "
+        "draft's vocabulary projection and the training step; default: the whole vocabulary)", default=None,
+    )
+
 
 
 @dataclass
@@ -157,6 +162,11 @@ class HeadTrainingArguments:
         "with --cache-features: store the target's greedy label and its K most likely tokens at every position, "
         "so that labels and the KL term come from the same single target pass as the features (0: labels only)",
         default=0,
+    )
+    init_from_target: bool = option(
+        "start the head's layers from the target's last decoder layers (same widths needed; the Qwen3 q/k norms "
+        "start at one), its final norm from the target's and `fc` passing the last tapped layer through, instead "
+        "of at random", default=False,
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("autocast precision of the head", default="no")
     cpu: bool = option("train on the CPU even when an accelerator is present", default=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..configuration_jetspec import JetSpecConfig, default_target_layer_ids
 
 # Fields whose values must equal the target's for the head to work with it (hidden size and vocabulary are shared
@@ -31,6 +33,7 @@ def head_config_from_target(
     target_layer_ids: list[int] | None = None,
     num_tapped_layers: int | None = None,
     causal: bool = True,
+    draft_vocab_size: int | None = None,
 ) -> JetSpecConfig:
     """A `JetSpecConfig` for a new head on a Qwen3 target.
 
@@ -64,6 +67,7 @@ def head_config_from_target(
         block_size=block_size,
         num_target_layers=num_target_layers,
         tie_word_embeddings=False,
+        draft_vocab_size=draft_vocab_size,
         dflash_config={
             "target_layer_ids": [int(i) for i in target_layer_ids],
             "mask_token_id": int(mask_token_id),
@@ -73,4 +77,45 @@ def head_config_from_target(
     return JetSpecConfig(**settings)
 
 
-__all__ = ["head_config_from_target"]
+def draft_vocabulary(records: list[dict], size: int, vocab_size: int, cache=None) -> torch.Tensor:
+    """The `size` target tokens most often labelled in the trained positions of `records` (ties by token id), in
+    descending frequency: a head's draft vocabulary. Labels are a record's own `labels`, else its feature cache's
+    (the target's greedy tokens), else its tokens."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for index, record in enumerate(records):
+        if record.get("labels") is not None:
+            labels = torch.tensor(record["labels"])
+        elif cache is not None and cache.has_labels:
+            labels = cache.get(index).labels.long()
+        else:
+            labels = torch.tensor(record["input_ids"])
+        counts += torch.bincount(labels[max(1, record["prompt_length"]):], minlength=vocab_size)
+    order = sorted(range(vocab_size), key=lambda token: (-int(counts[token]), token))
+    return torch.tensor(order[:size], dtype=torch.long)
+
+
+def initialise_from_target(head, target) -> None:
+    """Start `head` from the target's last `num_hidden_layers` decoder layers (their attention, MLP and norms),
+    the target's final norm, and an `fc` that passes the last tapped layer through (normalised by the first copied
+    layer's input norm, as the target normalises that layer's input)."""
+    layers = target.base_model.layers
+    count = len(head.layers)
+    with torch.no_grad():
+        for head_layer, source in zip(head.layers, list(layers)[-count:]):
+            state = {name: value for name, value in source.state_dict().items()}
+            try:
+                missing, unexpected = head_layer.load_state_dict(state, strict=False)
+            except RuntimeError as error:  # a size mismatch
+                raise ValueError(f"the head's layers do not have the target's shapes ({error}): use the target's "
+                                 "widths to start from its layers.") from error
+            if unexpected or [name for name in missing if not name.endswith(("q_norm.weight", "k_norm.weight"))]:
+                raise ValueError(f"the head's layers do not have the target's shapes (missing {missing}, unexpected "
+                                 f"{unexpected}): use the target's widths to start from its layers.")
+        head.norm.weight.copy_(target.base_model.norm.weight)
+        hidden = head.config.hidden_size
+        head.fc.weight.zero_()
+        head.fc.weight[:, -hidden:] = torch.eye(hidden)
+        head.hidden_norm.weight.copy_(list(layers)[-count].input_layernorm.weight)
+
+
+__all__ = ["draft_vocabulary", "head_config_from_target", "initialise_from_target"]

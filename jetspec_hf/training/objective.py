@@ -247,6 +247,7 @@ def block_objective(
     anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
     label_ids: torch.LongTensor | None = None,
     teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+    vocab_ids: torch.LongTensor | None = None,
 ) -> ObjectiveOutput:
     """Loss and per-depth agreement of the head on one batch.
 
@@ -263,6 +264,9 @@ def block_objective(
         teacher: `(ids, logp)`, each `[b, L, K]`: the target's K most likely tokens at each position and their
             log-probabilities (a feature cache's soft labels). With the KL term on, it is taken against them
             (renormalised over the K) instead of the full distribution from `target_final_hidden`.
+        vocab_ids: the head's draft vocabulary (target token ids), or `None` for the whole vocabulary. The head is
+            scored over these tokens only; a label outside them is never drafted, so it counts as a miss and takes
+            no part in the loss.
     """
     block = settings.block_size
     head_dtype = next(head.parameters()).dtype
@@ -270,13 +274,22 @@ def block_objective(
     hidden = packed_head_forward(head, embed_tokens, features, packed, block)
 
     rows = hidden[:, :, 1:][packed.label_valid]  # [M, H], only the labelled rows pay for the lm_head
-    labels = packed.labels[packed.label_valid]
-    depth_index = torch.arange(block - 1, device=labels.device).expand_as(packed.labels)[packed.label_valid]
-    logits = lm_head(rows.to(lm_head.weight.dtype)).float()
+    target_labels = packed.labels[packed.label_valid]
+    depth_index = torch.arange(block - 1, device=target_labels.device).expand_as(packed.labels)[packed.label_valid]
+    if vocab_ids is None:
+        logits = lm_head(rows.to(lm_head.weight.dtype)).float()
+        labels, in_vocab, to_draft = target_labels, None, None
+    else:
+        logits = F.linear(rows.to(lm_head.weight.dtype), lm_head.weight[vocab_ids]).float()
+        to_draft = torch.full((lm_head.weight.shape[0],), -1, dtype=torch.long, device=vocab_ids.device)
+        to_draft[vocab_ids] = torch.arange(len(vocab_ids), device=vocab_ids.device)
+        labels = to_draft[target_labels]
+        in_vocab = labels >= 0
 
     weights = depth_weights(block, settings.depth_gamma, labels.device)[depth_index]
-    weight_sum = weights.sum().clamp(min=1e-8)
-    ce = (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weight_sum
+    loss_weights = weights if in_vocab is None else weights * in_vocab
+    weight_sum = loss_weights.sum().clamp(min=1e-8)
+    ce = (F.cross_entropy(logits, labels.clamp(min=0), reduction="none") * loss_weights).sum() / weight_sum
     loss = settings.ce_weight * ce
 
     kl = None
@@ -289,11 +302,16 @@ def block_objective(
             return torch.gather(values, 1, index).reshape(*packed.label_positions.shape, -1)[packed.label_valid]
 
         teacher_ids, teacher_logp = at_labels(teacher[0].long()), at_labels(teacher[1].float())
+        if to_draft is not None:
+            # Teacher tokens outside the draft vocabulary drop out; the rest are renormalised below.
+            teacher_ids = to_draft[teacher_ids]
+            teacher_logp = teacher_logp.masked_fill(teacher_ids < 0, float("-inf"))
+            teacher_ids = teacher_ids.clamp(min=0)
         temperature = settings.kl_temperature
-        teacher_p = torch.softmax(teacher_logp / temperature, dim=-1)
+        teacher_p = torch.softmax(teacher_logp / temperature, dim=-1).nan_to_num(0.0)
         student_logp = torch.gather(F.log_softmax(logits / temperature, dim=-1), 1, teacher_ids)
         per_row = (teacher_p * (teacher_p.clamp(min=1e-12).log() - student_logp)).sum(-1) * temperature**2
-        kl = (per_row * weights).sum() / weight_sum
+        kl = (per_row * loss_weights).sum() / weight_sum
         loss = loss + settings.kl_weight * kl
     elif settings.needs_target_logits:
         if target_final_hidden is None:
@@ -306,15 +324,19 @@ def block_objective(
         ).reshape(*packed.label_positions.shape, -1)[packed.label_valid]
         with torch.no_grad():
             teacher_logits = lm_head(teacher_hidden.to(lm_head.weight.dtype)).float()
+            if vocab_ids is not None:
+                teacher_logits = teacher_logits[:, vocab_ids]
         temperature = settings.kl_temperature
         teacher_logp = F.log_softmax(teacher_logits / temperature, dim=-1)
         student_logp = F.log_softmax(logits / temperature, dim=-1)
         per_row = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1) * temperature**2
-        kl = (per_row * weights).sum() / weight_sum
+        kl = (per_row * loss_weights).sum() / weight_sum
         loss = loss + settings.kl_weight * kl
 
     with torch.no_grad():
         correct = logits.argmax(-1) == labels
+        if in_vocab is not None:
+            correct &= in_vocab
         correct_per_depth = torch.zeros(block - 1, device=labels.device).index_add_(0, depth_index, correct.float())
         count_per_depth = torch.bincount(depth_index, minlength=block - 1).float()
         # A chain drafted from this block is accepted up to the first wrong depth.

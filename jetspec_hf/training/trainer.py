@@ -42,6 +42,7 @@ from .checkpoints import (
 )
 from .data import fingerprint_sequences
 from .evaluation import evaluate_head
+from .heads import draft_vocabulary, initialise_from_target
 from .features import FeatureCache, FeatureSource, TargetFeatureExtractor, TargetFeatures, build_feature_cache
 from .objective import block_objective
 from .run_folder import (
@@ -112,6 +113,12 @@ class HeadTrainer:
 
         set_seed(args.seed)
         head = JetSpecDraftModel(head_config)
+        if args.init_from_target:
+            initialise_from_target(head, self.target)
+        if head_config.draft_vocab_size is not None:
+            head.draft_vocab_ids.copy_(draft_vocabulary(self.train_records, head_config.draft_vocab_size,
+                                                        head_config.vocab_size, self.train_features.cache))
+            self.log(f"draft vocabulary: the {head_config.draft_vocab_size} most frequent labels")
         head.train()
         self.num_parameters = sum(p.numel() for p in head.parameters())
         optimizer = torch.optim.AdamW(
@@ -184,6 +191,7 @@ class HeadTrainer:
             features.features, self.settings, features.final_hidden, generator=generator, anchors=anchors,
             label_ids=batch.labels if batch.labels is not None else features.labels,
             teacher=(features.teacher_ids, features.teacher_logp) if features.teacher_ids is not None else None,
+            vocab_ids=self.accelerator.unwrap_model(head).draft_vocab_ids,
         )
 
     # ------------------------------------------------------------------------------------------------------------

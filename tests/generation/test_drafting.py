@@ -65,3 +65,31 @@ def test_a_batch_with_ragged_context_drafts_each_row_as_if_alone():
         batch.select_rows([1])
         torch.testing.assert_close(batch.draft(anchors[1:], depth=4)[0], alone[1].draft(anchors[1:], depth=4)[0],
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_a_draft_vocabulary_drafts_only_its_tokens_and_decodes_like_plain():
+    from jetspec_hf.generation.drafting import HeadDrafter
+    from tiny_models import enabled_pair, random_prompt
+
+    target, head = enabled_pair(draft_vocab_size=20)
+    with torch.no_grad():
+        head.draft_vocab_ids.copy_(torch.arange(40, 60))
+    drafter = HeadDrafter(head, target.get_input_embeddings(), target.get_output_embeddings())
+    features = torch.randn(1, 5, len(head.config.target_layer_ids) * target.config.hidden_size)
+    drafter.add_context(features)
+    logits = drafter.draft(torch.tensor([[7]]), 3)
+    outside = torch.ones(target.config.vocab_size, dtype=torch.bool)
+    outside[40:60] = False
+    assert torch.isinf(logits[..., outside]).all() and torch.isfinite(logits[..., ~outside]).all()
+    # Scored like the full projection on the tokens it keeps.
+    reference = HeadDrafter(head, target.get_input_embeddings(), target.get_output_embeddings())
+    head.draft_vocab_ids, kept = None, head.draft_vocab_ids
+    reference.add_context(features)
+    full = reference.draft(torch.tensor([[7]]), 3)
+    head.draft_vocab_ids = kept
+    torch.testing.assert_close(logits[..., 40:60], full[..., 40:60])
+    for seed, length in ((0, 3), (1, 12)):
+        prompt = random_prompt(seed, length)
+        assert torch.equal(target.generate(prompt, do_sample=False, max_new_tokens=16, assistant_model=head,
+                                           tree_budget=8),
+                           target.generate(prompt, do_sample=False, max_new_tokens=16))

@@ -50,8 +50,9 @@ def target():
 def heads(target):
     head = tiny_head(target, target_layer_ids=[0, 1], block_size=4)
     return {
-        # Every depth-1 and depth-2 token is in the tree: each sample is accepted and the walk goes deep.
-        "complete-tree": dict(assistant_model=head, tree_budget=1 + 16 + 256, tree_width=16),
+        # Every depth-1 token and 15 of 16 depth-2 tokens under each are in the tree (241 nodes, within the largest
+        # budget accepted): almost every sample is accepted and the walk goes deep.
+        "complete-tree": dict(assistant_model=head, tree_budget=1 + 16 + 16 * 14, tree_width=16),
         # A random head with a tiny tree: most samples fall outside it and become corrections.
         "random-head-small-tree": dict(assistant_model=head, tree_budget=4, tree_width=2),
     }

@@ -181,3 +181,57 @@ def test_cli_fit(tmp_path, target_dir, repetitive_data):
     head = JetSpecDraftModel.from_pretrained(output)
     assert not head.config.causal_head and head.config.block_size == 5
     assert head.config.mask_token_id == tiny_tokenizer().mask_token_id
+
+
+def test_a_draft_vocabulary_holds_the_most_frequent_labels_and_trains(tmp_path):
+    from jetspec_hf.training.heads import head_config_from_target
+
+    target = tiny_target()
+    config = head_config_from_target(target.config, mask_token_id=2, num_hidden_layers=1, intermediate_size=128,
+                                     head_dim=16, block_size=6, target_layer_ids=[1, 3], draft_vocab_size=8)
+    args = HeadTrainingArguments(output_dir=str(tmp_path / "head"), max_steps=30, per_device_batch_size=4,
+                                 learning_rate=3e-3, anchors_per_seq=6, log_steps=5, progress=False)
+    trainer = HeadTrainer(target, tiny_tokenizer(), config, TRAIN, EVAL, args)
+    summary = trainer.train()
+    head = JetSpecDraftModel.from_pretrained(tmp_path / "head")
+    # The corpus cycles through 13 tokens; the 8 most frequent of them form the draft vocabulary, saved with it.
+    assert head.config.draft_vocab_size == 8 and set(head.draft_vocab_ids.tolist()) <= set(range(10, 16)) | set(
+        range(40, 47))
+    # Labels outside the 8 can never be drafted: they count as misses, so depth-1 agreement is at most 8/13-ish,
+    # but the head learns the ones it can rank.
+    assert 0.2 < summary["final_eval"]["eval_top1_per_depth"][0] < 0.9
+
+
+def test_a_head_started_from_the_target_s_last_layer(tmp_path):
+    from jetspec_hf.training.heads import head_config_from_target, initialise_from_target
+
+    target = tiny_target()
+    config = head_config_from_target(target.config, mask_token_id=2, num_hidden_layers=1, block_size=6,
+                                     target_layer_ids=[1, 2])
+    head = JetSpecDraftModel(config)
+    initialise_from_target(head, target)
+    source = target.model.layers[-1]
+    assert torch.equal(head.layers[0].mlp.down_proj.weight, source.mlp.down_proj.weight)
+    assert torch.equal(head.layers[0].self_attn.q_proj.weight, source.self_attn.q_proj.weight)
+    assert torch.equal(head.hidden_norm.weight, source.input_layernorm.weight)
+    # fc passes the last tapped layer (the one the copied layer reads in the target) straight through.
+    features = torch.randn(1, 3, 2 * config.hidden_size)
+    assert torch.allclose(head.fc(features), features[..., config.hidden_size:])
+    with pytest.raises(ValueError, match="target's widths"):
+        narrow = head_config_from_target(target.config, mask_token_id=2, num_hidden_layers=1, intermediate_size=32,
+                                         block_size=6, target_layer_ids=[1, 2])
+        initialise_from_target(JetSpecDraftModel(narrow), target)
+
+
+def test_a_cache_with_more_layers_serves_a_head_that_taps_fewer(tmp_path):
+    # The head taps layers 1 and 3 (tiny_head_config); one cache taps all four, the other exactly the head's.
+    _, wide = run(tmp_path, "wide", max_steps=6, cache_features=str(tmp_path / "wide-cache"),
+                  cache_layer_ids=[0, 1, 2, 3], teacher_top_k=4, kl_weight=0.5)
+    _, exact = run(tmp_path, "exact", max_steps=6, cache_features=str(tmp_path / "exact-cache"), teacher_top_k=4,
+                   kl_weight=0.5)
+    manifest = json.loads((tmp_path / "wide-cache" / "train" / "manifest.json").read_text())
+    assert manifest["target_layer_ids"] == [0, 1, 2, 3] and manifest["teacher_top_k"] == 4
+    assert wide["final_eval"]["eval_loss"] == pytest.approx(exact["final_eval"]["eval_loss"], rel=1e-5)
+    a, b = final_weights(tmp_path / "wide"), final_weights(tmp_path / "exact")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
