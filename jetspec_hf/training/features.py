@@ -8,6 +8,7 @@ the target's lm_head is applied later, to the few rows that the KL term needs.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass
@@ -198,6 +199,32 @@ def build_feature_cache(
     return output_dir
 
 
+def combine_feature_caches(sources: list[str | os.PathLike], output_dir: str | os.PathLike,
+                           fingerprint: str) -> Path:
+    """A cache over the concatenation of the sources' sequences (in order) without copying a shard: the new
+    manifest points at the sources' shard files. `fingerprint` is that of the concatenated records
+    (`data.fingerprint_sequences`), so that a run over them finds this cache. The sources must tap the same
+    layers and hold the same fields."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifests = [FeatureCache(source).manifest for source in sources]
+    first = manifests[0]
+    for source, manifest in zip(sources, manifests):
+        for field_name in ("target_layer_ids", "final_hidden", "labels", "teacher_top_k", "dtype", "format_version"):
+            if manifest.get(field_name) != first.get(field_name):
+                raise ValueError(f"{source}: its {field_name} ({manifest.get(field_name)}) differs from "
+                                 f"{sources[0]}'s ({first.get(field_name)}); caches combine only when they agree.")
+    shards, start = [], 0
+    for source, manifest in zip(sources, manifests):
+        for shard in manifest["shards"]:
+            location = Path(os.path.relpath(Path(source).resolve() / shard["file"], output_dir.resolve()))
+            shards.append({"file": str(location), "start": start + shard["start"], "count": shard["count"]})
+        start += manifest["num_sequences"]
+    manifest = {**first, "num_sequences": start, "fingerprint": fingerprint, "shards": shards}
+    (output_dir / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return output_dir
+
+
 class FeatureCache:
     """Reads a cache written by `build_feature_cache`; `get(i)` returns sequence i's `TargetFeatures` (unbatched).
 
@@ -214,6 +241,7 @@ class FeatureCache:
         self._handles: dict[str, object] = {}
         self._offsets: dict[str, list[int]] = {}
         self._columns: torch.Tensor | None = None
+        self._starts: list[int] | None = None
 
     @staticmethod
     def exists(cache_dir: str | os.PathLike) -> bool:
@@ -264,13 +292,12 @@ class FeatureCache:
         return int(self.manifest["num_sequences"])
 
     def _locate(self, index: int) -> tuple[dict, int]:
-        shard_size = self.manifest["shards"][0]["count"] if self.manifest["shards"] else 1
-        shard = self.manifest["shards"][min(index // max(1, shard_size), len(self.manifest["shards"]) - 1)]
-        if shard["start"] <= index < shard["start"] + shard["count"]:
-            return shard, index - shard["start"]
-        for shard in self.manifest["shards"]:
-            if shard["start"] <= index < shard["start"] + shard["count"]:
-                return shard, index - shard["start"]
+        shards = self.manifest["shards"]
+        if self._starts is None:
+            self._starts = [shard["start"] for shard in shards]
+        position = bisect.bisect_right(self._starts, index) - 1
+        if position >= 0 and index < shards[position]["start"] + shards[position]["count"]:
+            return shards[position], index - shards[position]["start"]
         raise IndexError(f"sequence {index} is not in the feature cache ({len(self)} sequences)")
 
     def _handle(self, file_name: str):
@@ -335,6 +362,7 @@ __all__ = [
     "TargetFeatureExtractor",
     "TargetFeatures",
     "build_feature_cache",
+    "combine_feature_caches",
     "check_layer_ids",
     "decoder_layers",
 ]

@@ -235,3 +235,23 @@ def test_a_cache_with_more_layers_serves_a_head_that_taps_fewer(tmp_path):
     a, b = final_weights(tmp_path / "wide"), final_weights(tmp_path / "exact")
     for name in a:
         torch.testing.assert_close(a[name], b[name])
+
+
+def test_combined_caches_train_like_one_cache_over_all_the_data(tmp_path):
+    from jetspec_hf.training.data import fingerprint_sequences
+    from jetspec_hf.training.features import combine_feature_caches
+
+    first, second = TRAIN[:20], TRAIN[20:]
+    settings = dict(max_steps=1, teacher_top_k=4, cache_shard_size=7)
+    run(tmp_path, "a", train=first, cache_features=str(tmp_path / "cache-a"), **settings)
+    run(tmp_path, "b", train=second, cache_features=str(tmp_path / "cache-b"), **settings)
+    combine_feature_caches([tmp_path / "cache-a" / "train", tmp_path / "cache-b" / "train"],
+                           tmp_path / "cache-ab" / "train", fingerprint_sequences(TRAIN))
+    # The eval split's cache is the same in all runs.
+    import shutil
+
+    shutil.copytree(tmp_path / "cache-a" / "eval", tmp_path / "cache-ab" / "eval")
+    _, combined = run(tmp_path, "combined", max_steps=6, cache_features=str(tmp_path / "cache-ab"),
+                      teacher_top_k=4)
+    _, whole = run(tmp_path, "whole", max_steps=6, cache_features=str(tmp_path / "cache-whole"), teacher_top_k=4)
+    assert combined["final_eval"]["eval_loss"] == pytest.approx(whole["final_eval"]["eval_loss"], rel=1e-5)
