@@ -50,7 +50,9 @@ class JetSpecConfig(Qwen3Config):
         dflash_config (`dict`, *optional*):
             The released checkpoints' sub-config: `target_layer_ids` (tapped target layers, 0-based; the head reads
             the OUTPUT of each), `mask_token_id` (token whose embedding fills unknown block positions) and
-            `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one).
+            `causal_head` (`True` for JetSpec's causal block mask, `False` for DFlash's bidirectional one). The
+            mask may also be declared as `dflash_config.causal` or a top-level `is_causal` (vLLM's spellings):
+            every key present must agree, and the head keeps `causal_head`.
         draft_vocab_size (`int`, *optional*):
             When set, the head ranks only this many target tokens (its `draft_vocab_ids` buffer, the most frequent
             labels of its training data): the draft's vocabulary projection shrinks by `vocab_size /
@@ -84,6 +86,8 @@ class JetSpecConfig(Qwen3Config):
 
     def __post_init__(self, **kwargs):
         dflash_config = dict(self.dflash_config or {})
+        dflash_config["causal_head"] = resolve_causality(kwargs.pop("is_causal", None), dflash_config)
+        dflash_config.pop("causal", None)
         if dflash_config.get("target_layer_ids") is None and self.num_target_layers is not None:
             dflash_config["target_layer_ids"] = default_target_layer_ids(
                 self.num_target_layers, self.num_hidden_layers
@@ -129,6 +133,13 @@ class JetSpecConfig(Qwen3Config):
     def _normalize_released_format(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
         """Accept a released DFlash/JetSpec config (`model_type: qwen3`) as a `jetspec` config."""
         model_type = config_dict.get("model_type")
+        if "is_causal" in config_dict:
+            # Read with the other causality keys (`resolve_causality`); the head stores it as `causal_head`.
+            config_dict = dict(config_dict)
+            dflash = dict(config_dict.get("dflash_config") or {})
+            dflash["causal_head"] = resolve_causality(config_dict.pop("is_causal"), dflash)
+            dflash.pop("causal", None)
+            config_dict["dflash_config"] = dflash
         looks_released = RELEASED_ARCHITECTURE in (config_dict.get("architectures") or []) or "dflash_config" in config_dict
         if looks_released and model_type not in (RELEASED_MODEL_TYPE, cls.model_type):
             raise ValueError(
@@ -146,6 +157,33 @@ class JetSpecConfig(Qwen3Config):
                 "nor `block_size`. Load a target with `AutoModelForCausalLM`, and a head with `JetSpecDraftModel`."
             )
         return {**config_dict, "model_type": cls.model_type}
+
+
+# Where a head's block mask is declared, by whom: the published reference's key, vLLM's spelling inside the
+# sub-config (DFlash2-style heads) and vLLM's top-level key. A config may carry any of them; all that are present
+# must agree. None present means causal (a JetSpec head).
+CAUSALITY_KEYS = ("dflash_config.causal_head", "dflash_config.causal", "is_causal")
+
+
+def resolve_causality(is_causal, dflash_config: dict) -> bool:
+    """Whether a head's block mask is causal, from every key that can say so (`CAUSALITY_KEYS`); keys that
+    contradict each other are an error naming them."""
+    declared = {
+        "dflash_config.causal_head": dflash_config.get("causal_head"),
+        "dflash_config.causal": dflash_config.get("causal"),
+        "is_causal": is_causal,
+    }
+    declared = {key: value for key, value in declared.items() if value is not None}
+    values = set(map(bool, declared.values())) if all(isinstance(v, bool) for v in declared.values()) else None
+    if values is None:
+        raise ValueError(f"The head's causality keys must be true or false, got {declared}.")
+    if len(values) > 1:
+        raise ValueError(
+            "The head's config declares its block mask both causal and bidirectional: "
+            + ", ".join(f"{key}={value}" for key, value in declared.items())
+            + ". Keep the keys that describe how the head was trained (they must agree)."
+        )
+    return values.pop() if values else True
 
 
 def _check_head_fields(block_size, dflash_config: dict) -> None:
@@ -167,4 +205,5 @@ def _check_head_fields(block_size, dflash_config: dict) -> None:
 # Registered when this module loads, so that AutoConfig reads `model_type: jetspec` without trust_remote_code.
 AutoConfig.register(JetSpecConfig.model_type, JetSpecConfig, exist_ok=True)
 
-__all__ = ["DEFAULT_TREE_SETTINGS", "TREE_SETTING_NAMES", "JetSpecConfig", "default_target_layer_ids"]
+__all__ = ["CAUSALITY_KEYS", "DEFAULT_TREE_SETTINGS", "TREE_SETTING_NAMES", "JetSpecConfig", "default_target_layer_ids",
+           "resolve_causality"]

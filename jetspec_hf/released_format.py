@@ -101,10 +101,15 @@ def released_config_dict(config, dtype) -> dict[str, Any]:
         block_size=config.block_size,
         num_target_layers=config.num_target_layers,
         dflash_config={
+            # The published reference reads `causal_head`; vLLM reads `causal` here, else the top-level
+            # `is_causal`, else treats only sliding-window layers as causal: all three are written so that every
+            # engine runs the head with the mask it was trained with.
+            "causal": config.causal_head,
             "causal_head": config.causal_head,
             "mask_token_id": config.mask_token_id,
             "target_layer_ids": list(layer_ids),
         },
+        is_causal=config.causal_head,
     )
     return dict(sorted(released.items()))
 

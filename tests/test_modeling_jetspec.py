@@ -239,11 +239,13 @@ def test_export_writes_the_released_layout_and_loads_back_unchanged(tmp_path, ca
 
     fixture = json.loads((tmp_path / "released" / "config.json").read_text())
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
-    assert list(exported) == list(fixture)  # the same keys, in the same (sorted) order
-    assert list(exported["dflash_config"]) == list(fixture["dflash_config"])
+    # The same keys in the same (sorted) order, plus the causality keys vLLM reads (tests/test_engine_export.py).
+    assert list(exported) == sorted([*fixture, "is_causal"])
+    assert list(exported["dflash_config"]) == sorted([*fixture["dflash_config"], "causal"])
     for key, value in fixture.items():
-        if key != "transformers_version":
+        if key not in ("transformers_version", "dflash_config"):
             assert exported[key] == value, key
+    assert exported["dflash_config"] == {**fixture["dflash_config"], "causal": causal}
     assert _safetensors_names(tmp_path / "export") == _safetensors_names(tmp_path / "released")
     assert sorted(tmp_path.joinpath("export").iterdir()) == [tmp_path / "export" / "config.json",
                                                                tmp_path / "export" / "model.safetensors"]
@@ -262,7 +264,8 @@ def test_export_of_a_trained_head_keeps_its_dtype_and_rope_variant(tmp_path):
     head.save_pretrained(tmp_path / "export", checkpoint_format="released")
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
     # The tiny head sets no bos/eos token: released configs leave unset token ids out.
-    assert list(exported) == [key for key in released_config() if key not in ("bos_token_id", "eos_token_id")]
+    assert list(exported) == sorted([key for key in released_config() if key not in ("bos_token_id", "eos_token_id")]
+                                    + ["is_causal"])
     assert exported["dtype"] == "bfloat16" and exported["rope_theta"] == 5e5
     assert exported["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
     reloaded = JetSpecDraftModel.from_pretrained(tmp_path / "export", dtype="auto")
@@ -285,7 +288,8 @@ def test_export_command(tmp_path, capsys):
     head.save_pretrained(tmp_path / "ours")  # this package's format in, the released one out
     assert cli_main(["export", "--head", str(tmp_path / "ours"), "--output", str(tmp_path / "export")]) == 0
     assert "released format" in capsys.readouterr().out
-    assert list(json.loads((tmp_path / "export" / "config.json").read_text())) == list(released_config())
+    assert list(json.loads((tmp_path / "export" / "config.json").read_text())) == sorted([*released_config(),
+                                                                                           "is_causal"])
     with pytest.raises(SystemExit):
         cli_main(["export", "--head", str(tmp_path / "ours"), "--output", str(tmp_path / "export")])
     assert "--overwrite" in capsys.readouterr().err
