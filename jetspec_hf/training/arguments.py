@@ -163,6 +163,11 @@ class HeadTrainingArguments:
         "so that labels and the KL term come from the same single target pass as the features (0: labels only)",
         default=0,
     )
+    scale_features: bool = option(
+        "train `fc` on tapped features divided by a fixed per-dimension scale (real targets' massive activations "
+        "otherwise swamp it), folded into the saved weight; --no-scale-features trains on the raw features",
+        default=True,
+    )
     init_from_target: bool = option(
         "start the head's layers from the target's last decoder layers (same widths needed; the Qwen3 q/k norms "
         "start at one), its final norm from the target's and `fc` passing the last tapped layer through, instead "

@@ -42,6 +42,7 @@ from .checkpoints import (
 )
 from .data import fingerprint_sequences
 from .evaluation import evaluate_head
+from .feature_scaling import SAMPLE_SEQUENCES, ScaledFc, feature_scales
 from .heads import draft_vocabulary, initialise_from_target
 from .features import FeatureCache, FeatureSource, TargetFeatureExtractor, TargetFeatures, build_feature_cache
 from .objective import block_objective
@@ -119,6 +120,9 @@ class HeadTrainer:
             head.draft_vocab_ids.copy_(draft_vocabulary(self.train_records, head_config.draft_vocab_size,
                                                         head_config.vocab_size, self.train_features.cache))
             self.log(f"draft vocabulary: the {head_config.draft_vocab_size} most frequent labels")
+        self.scaled_fc = None
+        if args.scale_features:
+            self.scaled_fc = ScaledFc(head.fc, self._feature_scales())
         head.train()
         self.num_parameters = sum(p.numel() for p in head.parameters())
         optimizer = torch.optim.AdamW(
@@ -181,6 +185,20 @@ class HeadTrainer:
         cache.select_layers(self.head_config.target_layer_ids)
         return cache
 
+    def _feature_scales(self) -> torch.Tensor:
+        """`feature_scaling.feature_scales` of the first training sequences' tapped features (deterministic, so a
+        resumed run computes the same scale)."""
+        count = min(SAMPLE_SEQUENCES, len(self.train_records))
+        cache = self.train_features.cache
+        with torch.no_grad():
+            if cache is not None:
+                features = [cache.get(index).features for index in range(count)]
+            else:
+                features = [self.extractor(torch.tensor([self.train_records[index]["input_ids"]],
+                                                        device=self.accelerator.device)).features[0].cpu()
+                            for index in range(count)]
+        return feature_scales(features, self.head_config.hidden_size)
+
     def _anchor_generator(self, micro_step: int) -> torch.Generator:
         seed = (self.args.seed * 1_000_003 + micro_step) * 64 + self.accelerator.process_index
         return torch.Generator().manual_seed(seed % (2**63))
@@ -215,7 +233,13 @@ class HeadTrainer:
         removed, the oldest first."""
         path = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.state.step}"
         if self.is_main:
-            self.accelerator.unwrap_model(self.head).save_pretrained(path)
+            # Saved as the plain architecture: the feature scale folded into `fc` (feature_scaling.py).
+            head = self.accelerator.unwrap_model(self.head)
+            if self.scaled_fc is not None:
+                self.scaled_fc.fold()
+            head.save_pretrained(path)
+            if self.scaled_fc is not None:
+                self.scaled_fc.unfold()
         self.accelerator.wait_for_everyone()
         save_training_state(path / STATE_FOLDER, self.optimizer.optimizer if hasattr(self.optimizer, "optimizer")
                             else self.optimizer, self.scheduler, self.state, self.accelerator.process_index,
@@ -237,6 +261,8 @@ class HeadTrainer:
         # The weights come from the checkpoint's own safetensors file, the rest from JSON and safetensors only.
         weights = load_file(str(state_folder.parent / WEIGHTS_FILE))
         self.accelerator.unwrap_model(self.head).load_state_dict(weights)
+        if self.scaled_fc is not None:
+            self.scaled_fc.load_folded(weights["fc.weight"])
         optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         load_training_state(state_folder, optimizer, self.scheduler, self.state, self.accelerator.process_index)
         if self.is_main:
@@ -249,7 +275,10 @@ class HeadTrainer:
         output_dir = Path(self.args.output_dir)
         if self.is_main:
             # A cast copy, so that the config records the saved dtype and the trained fp32 head stays as it is.
-            head = copy.deepcopy(self.accelerator.unwrap_model(self.head)).to(torch_dtype(self.args.save_dtype))
+            head = copy.deepcopy(self.accelerator.unwrap_model(self.head))
+            if self.scaled_fc is not None:
+                self.scaled_fc.folded_copy_of(head)
+            head = head.to(torch_dtype(self.args.save_dtype))
             head.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
             record = {

@@ -43,7 +43,9 @@ def test_loss_falls_and_saved_head_reloads(tmp_path):
     head, info = JetSpecDraftModel.from_pretrained(folder, output_loading_info=True)
     assert info["missing_keys"] == set() or not info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    trained = trainer.accelerator.unwrap_model(trainer.head).state_dict()
+    trained = dict(trainer.accelerator.unwrap_model(trainer.head).state_dict())
+    # The training fc reads features divided by the fixed scale; the saved one has it folded in.
+    trained["fc.weight"] = trained["fc.weight"] / trainer.scaled_fc.scales
     for name, tensor in head.state_dict().items():
         torch.testing.assert_close(tensor.float(), trained[name].to(torch.bfloat16).float())
     # Stored in bf16, and the config says so: dtype="auto" loads it back in bf16.
@@ -53,6 +55,16 @@ def test_loss_falls_and_saved_head_reloads(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "training_args.json", "eval_results.json"):
         assert (folder / name).is_file()
     assert json.loads((folder / "training_args.json").read_text())["args"]["max_steps"] == 40
+
+
+def test_the_saved_fc_computes_what_the_training_fc_computed_on_raw_features(tmp_path):
+    trainer, _ = run(tmp_path, "head", max_steps=5)
+    saved = JetSpecDraftModel.from_pretrained(tmp_path / "head", dtype=torch.float32)
+    training_fc = trainer.accelerator.unwrap_model(trainer.head).fc
+    raw = torch.randn(3, training_fc.in_features) * torch.linspace(0.1, 300.0, training_fc.in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(saved.fc(raw), training_fc(raw), rtol=1e-4, atol=1e-4)
+    assert not saved.fc._forward_pre_hooks  # the saved head is the plain architecture
 
 
 def test_resume_from_checkpoint_continues_exactly(tmp_path):
