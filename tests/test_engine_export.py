@@ -63,3 +63,16 @@ def test_contradicting_causality_keys_are_an_error_naming_them(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="dflash_config.causal_head=True.*is_causal=False"):
         JetSpecDraftModel.from_pretrained(tmp_path / "head")
+
+
+@pytest.mark.parametrize("engine, causal, warned", [("sglang", True, True), ("sglang", False, False),
+                                                    ("vllm", True, False), ("jetspec", True, False)])
+def test_export_says_when_the_engine_runs_the_head_differently(tmp_path, capsys, engine, causal, warned):
+    from jetspec_hf.cli import main as cli_main
+
+    tiny_head(tiny_target(), causal=causal, target_layer_ids=[1, 2]).save_pretrained(tmp_path / "head")
+    assert cli_main(["export", "--head", str(tmp_path / "head"), "--output", str(tmp_path / "out"),
+                     "--engine", engine]) == 0
+    captured = capsys.readouterr()
+    assert ("WARNING" in captured.err and "BIDIRECTIONALLY" in captured.err) is warned
+    assert engine in captured.out + captured.err
