@@ -23,7 +23,8 @@ from .files import read_json
 HEAD_TEMPLATE = "draft_head.md.j2"
 CAUSAL_LM_TEMPLATE = "causal_lm.md.j2"
 
-HEAD_TAGS = ("speculative-decoding", "jetspec", "draft-head", "qwen3")
+# The target's family is not the head's to claim (heads exist for Qwen3, Llama, ...): `--tag` adds it.
+HEAD_TAGS = ("speculative-decoding", "jetspec", "draft-head")
 # Hub convention for repositories that ship `custom_generate/generate.py`.
 CUSTOM_GENERATE_TAG = "custom_generate"
 

