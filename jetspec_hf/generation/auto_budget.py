@@ -362,7 +362,8 @@ def auto_budget_policy(
 
 def _decoding_key(options: GenerateOptions, tree_settings: TreeSettings) -> tuple:
     """The settings that change how often the target accepts the head's tokens, as the call resolves them."""
-    tree = (tree_settings.width, tree_settings.depth, tree_settings.expansion, tree_settings.lookup_tokens)
+    tree = (tree_settings.width, tree_settings.depth, tree_settings.expansion, tree_settings.lookup_tokens,
+            tree_settings.draft_window)
     penalty = options.value("repetition_penalty")
     if not options.value("do_sample"):
         return ("greedy", penalty, *tree)

@@ -67,13 +67,14 @@ class HeadDrafter:
     bidirectional (DFlash) head's rows see the whole block, so it always runs the full block.
     """
 
-    def __init__(self, head: JetSpecDraftModel, input_embeddings: nn.Module, lm_head: nn.Module, batch_size: int = 1):
+    def __init__(self, head: JetSpecDraftModel, input_embeddings: nn.Module, lm_head: nn.Module, batch_size: int = 1,
+                 draft_window: int | None = None):
         self.head = head
         self.input_embeddings = input_embeddings
         self.lm_head = lm_head
         self.block_size = head.config.block_size
         self.causal = head.config.causal_head
-        self.lean = LeanHead(head)
+        self.lean = LeanHead(head, draft_window)
         self.state = self.lean.new_state(batch_size)
         self.pending: list[tuple[torch.Tensor, torch.Tensor | None, list[int] | None]] = []
         self._mask_embeds: torch.Tensor | None = None

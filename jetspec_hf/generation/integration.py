@@ -134,6 +134,9 @@ def generate_with_draft_head(
         tree_expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (the published reference's
             rule: the best frontier node's top-`tree_width` children at once).
         prompt_lookup_num_tokens: adds a prompt-lookup branch of this many tokens to every tree.
+        draft_window: the head attends at most this many context positions back from each block row, so its
+            cost stops growing with the context (drafts change, the output does not); default: the head's own
+            declared sliding windows, else the whole context.
         round_profiler: a `RoundProfiler` that accumulates per-stage wall time.
         Everything else means what it means for `GenerationMixin.generate`.
     """

@@ -25,7 +25,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..modeling_jetspec import JetSpecDraftModel
+from ..modeling_jetspec import JetSpecDraftModel, windowed_attention_mask
 from .cache import compaction_order
 
 
@@ -192,10 +192,17 @@ class LeanHead:
 
     Args:
         head: the JetSpec / DFlash head (its parameters are read, never changed).
+        draft_window: when set, every layer attends at most this many positions back (a layer whose config
+            declares a smaller sliding window keeps its own); `None` keeps the head's declared windows alone.
     """
 
-    def __init__(self, head: JetSpecDraftModel):
+    def __init__(self, head: JetSpecDraftModel, draft_window: int | None = None):
         self.head = head
+        # Per layer, the window its block rows attend within (None: the whole context).
+        self.windows = [
+            window if draft_window is None else min(window or draft_window, draft_window)
+            for window in head.config.layer_windows
+        ]
         self.weights = _stacked_weights(head)
         self.causal = head.config.causal_head
         self.block_size = head.config.block_size
@@ -257,6 +264,31 @@ class LeanHead:
         mask = hidden[:, None, None, :]
         return mask if block_mask is None else mask + block_mask
 
+    def _windowed_masks(self, state: LeanHeadState, mask: torch.Tensor | None, query_length: int) -> dict:
+        """Per distinct window: `(first column, mask over columns [first, end))`. Without holes every row's
+        columns sit at the same offsets from its next position, so columns no query can see are cut off (that
+        is what makes a windowed head's cost stop growing with the context); with holes all columns are kept
+        and masked."""
+        end = state.length + query_length
+        starts = torch.tensor(state.next_positions, device=self.device)[:, None]
+        block = starts + torch.arange(query_length, device=self.device)[None]
+        if state.valid is None:
+            context = starts - state.length + torch.arange(state.length, device=self.device)[None]
+        else:
+            valid = state.valid[:, : state.length].to(self.device)
+            context = starts - valid.sum(dim=1, keepdim=True) + valid.cumsum(dim=1) - 1
+        key_positions = torch.cat([context, block], dim=1)
+        if mask is None:
+            mask = torch.zeros(1, 1, 1, end, dtype=self.dtype, device=self.device)
+        elif mask.dim() == 2:
+            mask = mask[None, None]
+        masks = {}
+        for window in set(self.windows) - {None}:
+            first = max(0, state.length - window + 1) if state.valid is None else 0
+            masks[window] = (first, windowed_attention_mask(mask[..., first:end], block, key_positions[:, first:],
+                                                             window))
+        return masks
+
     @staticmethod
     def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # states (B, heads, T, d); cos/sin broadcastable to it
@@ -307,6 +339,7 @@ class LeanHead:
         end = start + query_length
         cos, sin = self._rotary_for(state.next_positions, query_length, None)
         mask = self._attention_mask(state, query_length)
+        windowed = self._windowed_masks(state, mask, query_length) if any(self.windows) else {}
         hidden = block_embeds.to(self.dtype)
         hidden_size = hidden.shape[-1]
         for index, layer in enumerate(weights.layers):
@@ -317,11 +350,12 @@ class LeanHead:
             query = self._rotate(query.transpose(1, 2), cos, sin)
             state.keys[index][:, :, start:end] = self._rotate(keys.transpose(1, 2), cos, sin)
             state.values[index][:, :, start:end] = qkv[:, :, heads + kv_heads :].transpose(1, 2)
+            first, layer_mask = windowed.get(self.windows[index], (0, mask))
             attended = F.scaled_dot_product_attention(
                 query,
-                state.keys[index][:, :, :end],
-                state.values[index][:, :, :end],
-                attn_mask=mask,
+                state.keys[index][:, :, first:end],
+                state.values[index][:, :, first:end],
+                attn_mask=layer_mask,
                 scale=weights.scaling,
                 enable_gqa=heads != kv_heads,
             )

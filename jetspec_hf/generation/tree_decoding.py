@@ -94,7 +94,8 @@ def tree_decoding(
     keep_scores = bool(generation_config.return_dict_in_generate and generation_config.output_scores)
     keep_logits = bool(generation_config.return_dict_in_generate and generation_config.output_logits)
     drafter = drafter or HeadDrafter(
-        draft_head, model.get_input_embeddings(), model.get_output_embeddings(), batch_size=batch_size
+        draft_head, model.get_input_embeddings(), model.get_output_embeddings(), batch_size=batch_size,
+        draft_window=tree_settings.draft_window,
     )
     cached_length = _resume(cache, drafter, draft_head, input_ids) if batch_size == 1 else 0
     prepare_static_cache(cache, model, batch_size)

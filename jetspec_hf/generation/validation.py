@@ -47,6 +47,8 @@ class TreeSettings:
         depth: deepest tree level.
         expansion: `"node"` (best nodes one at a time) or `"fanout"` (the published reference's rule).
         lookup_tokens: length of the prompt-lookup branch added to every tree (0 = none).
+        draft_window: the head attends at most this many positions back from each block row (`None`: the head's
+            declared windows alone, full context otherwise). Drafts change, the output does not.
     """
 
     budget: int | str
@@ -54,6 +56,7 @@ class TreeSettings:
     depth: int
     expansion: str = "node"
     lookup_tokens: int = 0
+    draft_window: int | None = None
 
 
 def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
@@ -77,6 +80,7 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
     depth = first_set("tree_depth", config.max_tree_depth)
     expansion = first_set("tree_expansion", DEFAULT_TREE_SETTINGS["tree_expansion"])
     lookup_tokens = first_set("prompt_lookup_num_tokens", DEFAULT_TREE_SETTINGS["prompt_lookup_num_tokens"])
+    draft_window = first_set("draft_window", None)
     if budget != AUTO_BUDGET and (not _is_integer(budget) or budget < 1):
         raise ValueError(
             f"`tree_budget` must be an integer >= 1 (nodes per round, root included) or {AUTO_BUDGET!r} (chosen per "
@@ -108,7 +112,13 @@ def resolve_tree_settings(head: JetSpecDraftModel, *sources) -> TreeSettings:
             "`prompt_lookup_num_tokens` adds a lookup branch to node-level trees only; it cannot be combined with "
             "`tree_expansion='fanout'`."
         )
-    return TreeSettings(budget=budget, width=width, depth=depth, expansion=expansion, lookup_tokens=lookup_tokens)
+    if draft_window is not None and (not _is_integer(draft_window) or draft_window < 1):
+        raise ValueError(
+            f"`draft_window` must be an integer >= 1 (context positions each head layer attends back from a block "
+            f"row) or None (the whole context), got {draft_window!r}."
+        )
+    return TreeSettings(budget=budget, width=width, depth=depth, expansion=expansion, lookup_tokens=lookup_tokens,
+                        draft_window=draft_window)
 
 
 def sliding_window_of(config) -> int | None:
