@@ -235,3 +235,25 @@ def test_batches_compare_plain_and_tree_rows_and_report_the_ragged_cost(bench_fi
     for entry in report["round_breakdown"]["methods"].values():
         assert 0.0 <= entry["padding_share"] < 1.0 and 0.0 <= entry["hole_share"] < 1.0
         assert entry["compact"] >= 0.0
+
+
+def test_draft_window_rows_and_long_prompts_from_a_text_file(bench_files, tmp_path):
+    text = tmp_path / "long.txt"
+    text.write_text("".join(chr(36 + (i * 7) % 90) for i in range(400)))
+    argv = bench_argv(bench_files, tmp_path, "--methods", "tree", "--draft-window", "8", "--dataset", str(text),
+                      "--prompt-tokens", "120", "--profile-samples", "0", "--warmup", "0")
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    windowed = [row for row in report["methods"] if row["kind"] == "jetspec-windowed"]
+    assert [row["tree_budget"] for row in windowed] == [4, 8]
+    assert all(row["matches_plain"] is True and "window=8" in row["name"] for row in windowed)
+    # The text file was cut into prompts of 120 characters (one token each with this tokenizer).
+    assert report["prompts"]["samples"] == 2 and report["prompts"]["mean_prompt_tokens"] == 120
+    assert (tmp_path / "benchmark.png").is_file()
+
+
+def test_bad_draft_window_and_prompt_tokens_are_one_line_errors(bench_files, tmp_path, capsys):
+    for flag, value in (("--draft-window", "0"), ("--prompt-tokens", "0")):
+        with pytest.raises(SystemExit):
+            main(bench_argv(bench_files, tmp_path, flag, value))
+        assert f"{flag} must be >= 1" in capsys.readouterr().err

@@ -19,8 +19,8 @@ from .prompts import PromptBatch
 
 from .options import DEFAULT_METHOD_GROUPS, METHOD_GROUPS  # noqa: E402  (defined where the CLI reads them)
 
-TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-hybrid", "dflash-chain",
-              "dflash-tree", "jetspec-tree-compiled")
+TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-hybrid",
+              "jetspec-windowed", "dflash-chain", "dflash-tree", "jetspec-tree-compiled")
 
 
 @dataclass
@@ -93,6 +93,7 @@ class MethodSettings:
     tree_depth: int | None
     prompt_lookup_tokens: int
     groups: tuple[str, ...] = DEFAULT_METHOD_GROUPS
+    draft_window: int | None = None  # also node-level trees with this draft window (None: not run)
 
 
 def greedy_config(max_new_tokens: int, **extra) -> GenerationConfig:
@@ -136,10 +137,13 @@ FANOUT_WIDTH = 8
 
 
 def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: MethodSettings, *, budget: int | str,
-                 width: int, expansion: str = "node", lookup_tokens: int | None = None) -> Method:
+                 width: int, expansion: str = "node", lookup_tokens: int | None = None,
+                 draft_window: int | None = None) -> Method:
     tree_settings = dict(tree_budget=budget, tree_width=width, tree_depth=settings.tree_depth, tree_expansion=expansion)
     if lookup_tokens:
         tree_settings["prompt_lookup_num_tokens"] = lookup_tokens
+    if draft_window is not None:
+        tree_settings["draft_window"] = draft_window
     return Method(
         name=label,
         kind=kind,
@@ -170,6 +174,10 @@ def _tree_methods(target, head, label: str, head_kind: str, settings: MethodSett
     if "auto" in groups:
         methods.append(_tree_method(target, head, f"{label} tree auto", "jetspec-auto", head_kind, settings,
                                     budget="auto", width=width))
+    for budget in settings.budgets if settings.draft_window is not None and "tree" in groups else ():
+        window = settings.draft_window
+        methods.append(_tree_method(target, head, f"{label} tree b={budget} window={window}", "jetspec-windowed",
+                                    head_kind, settings, budget=budget, width=width, draft_window=window))
     for budget in settings.budgets if "fanout" in groups else ():
         methods.append(_tree_method(target, head, f"{label} fan-out tree b={budget}", "jetspec-fanout", head_kind,
                                     settings, budget=budget, width=settings.tree_width or FANOUT_WIDTH,

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--batch-size", type=int, default=1,
                          help="prompts per generate call, left-padded (default: 1); stock peers that take no "
                          "batch (assisted generation, prompt lookup) are reported as skipped")
+    prompts.add_argument("--prompt-tokens", type=int, default=64,
+                         help="plain text files (.txt) are cut into prompts of this many tokens (default: 64); a "
+                         "long value measures long contexts, e.g. 3000")
     prompts.add_argument("--chat-template", action="store_true",
                          help="wrap each prompt as one user turn with the tokenizer's chat template (thinking off)")
 
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="tree budgets, nodes per round with the root (default: 8 16 32 64)")
     methods.add_argument("--tree-width", type=int, help="children per expanded node (default: the head config's)")
     methods.add_argument("--tree-depth", type=int, help="maximum tree depth (default: the head config's, else B-1)")
+    methods.add_argument("--draft-window", type=int,
+                         help="also run the JetSpec head's node-level trees at each budget with draft_window set to "
+                         "this (the head attends only the last positions of the context)")
     methods.add_argument("--prompt-lookup-tokens", type=int, default=10,
                          help="prompt_lookup_num_tokens for HF prompt lookup and the hybrid trees (default: 10)")
 
@@ -151,7 +157,9 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
         value = getattr(args, name)
         if value and _looks_local(value) and not Path(value).exists():
             parser.error(f"--{name.replace('_', '-')} {value}: no such file or folder")
-    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats", "batch_size"):
+    if args.draft_window is not None and args.draft_window < 1:
+        parser.error("--draft-window must be >= 1")
+    for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats", "batch_size", "prompt_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(budget < 1 for budget in args.budgets):

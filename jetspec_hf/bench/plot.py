@@ -10,6 +10,7 @@ HEAD_COLORS = {"jetspec": "tab:blue", "dflash": "tab:orange"}
 VARIANT_SERIES = {
     "jetspec-fanout": ("JetSpec head, full fan-out tree", "tab:blue", "v--"),
     "jetspec-hybrid": ("JetSpec head + prompt-lookup branch", "tab:green", "D-"),
+    "jetspec-windowed": ("JetSpec head with a draft window", "tab:purple", "s-."),
 }
 # Methods without a fixed budget: horizontal reference lines (the auto budget picks its own every round).
 PEER_STYLES = {"hf-assisted": ":", "hf-prompt-lookup": "-.", "hf-dflash": "--", "jetspec-auto": (0, (1, 1))}

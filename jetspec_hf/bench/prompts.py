@@ -14,9 +14,12 @@ from ..prompts import encode_prompt
 from ..prompts import load_prompts as load_prompt_sources
 
 
-def load_prompts(source: str, split: str = "test", field: str | None = None, samples: int | None = None) -> list[str]:
-    """Prompts from `source`: a `.jsonl` file, else a `datasets` name or saved dataset folder."""
-    return load_prompt_sources(source, field=field, split=split, limit=samples)
+def load_prompts(source: str, split: str = "test", field: str | None = None, samples: int | None = None,
+                 tokenizer=None, prompt_tokens: int = 64) -> list[str]:
+    """Prompts from `source`: a `.jsonl` file, a conversation export, a plain text file (cut into prompts of
+    `prompt_tokens` tokens by `tokenizer`), else a `datasets` name or saved dataset folder."""
+    return load_prompt_sources(source, field=field, split=split, limit=samples, tokenizer=tokenizer,
+                               window_tokens=prompt_tokens)
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat_template: bool, device) -> list[torch.Tensor]:

@@ -87,7 +87,8 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         args.target, args.head, args.dflash_head, args.draft_lm, args.tokenizer, args.device, DTYPES[args.dtype]
     )
     enable(models.target)
-    texts = load_prompts(args.dataset, args.split, args.field, args.samples)
+    texts = load_prompts(args.dataset, args.split, args.field, args.samples, tokenizer=models.tokenizer,
+                         prompt_tokens=args.prompt_tokens)
     encoded = encode_prompts(models.tokenizer, texts, args.chat_template, device)
     prompts = batch_prompts(encoded, args.batch_size, _pad_token_id(models))
     settings = MethodSettings(
@@ -97,6 +98,7 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         tree_depth=args.tree_depth,
         prompt_lookup_tokens=args.prompt_lookup_tokens,
         groups=tuple(args.methods),
+        draft_window=args.draft_window,
     )
     methods = build_methods(models, settings)
     _log(f"{len(encoded)} prompts (batches of {args.batch_size}) × {args.max_new_tokens} new tokens, "
@@ -142,7 +144,8 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
             "mean_prompt_tokens": round(sum(ids.shape[1] for ids in encoded) / len(encoded), 1),
         },
         "settings": {"budgets": list(args.budgets), "tree_width": args.tree_width, "tree_depth": args.tree_depth,
-                     "warmup": args.warmup, "repeats": args.repeats, "prompt_lookup_tokens": args.prompt_lookup_tokens},
+                     "warmup": args.warmup, "repeats": args.repeats, "prompt_lookup_tokens": args.prompt_lookup_tokens,
+                     "draft_window": args.draft_window},
         "methods": [method_row(result, plain) for result in results],
         "round_breakdown": breakdown,
     }
