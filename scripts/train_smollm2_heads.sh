@@ -73,4 +73,5 @@ fit jetspec $(resume jetspec) > "$work/jetspec.log" 2>&1 &
 fit dflash --bidirectional $(resume dflash) > "$work/dflash.log" 2>&1 &
 wait
 
-python "$here/scripts/package_smollm2_heads.py" --jetspec "$work/jetspec" --dflash "$work/dflash"
+python "$here/scripts/package_smollm2_heads.py" --jetspec "$work/jetspec" --dflash "$work/dflash" \
+  --conversations "$conversations"
