@@ -88,6 +88,14 @@ def verify_costs_for(target: PreTrainedModel, layer_ids: list[int], device: torc
     with _MEASURING:
         costs = _VERIFY_COSTS.get(key) or _read_disk(key, signature)
         if costs is None:
+            if torch.device(device).type == "cpu":
+                # Tens of seconds for a 100M-parameter target on one CPU thread: say why the first call is slow.
+                logger.warning(
+                    "JetSpec: tree_budget='auto' times this target's verify forward once per process (1 to 256 "
+                    "nodes on 64- to 4,096-position prefixes); on a CPU that takes seconds to a minute. Set "
+                    "JETSPEC_HF_COST_CACHE=<folder> to keep the table for later processes, or pass an integer "
+                    "tree_budget."
+                )
             started = time.perf_counter()
             costs = measure_verify_costs(target, layer_ids, device, max_tokens_per_round)
             logger.info(f"JetSpec: measured the verify costs in {time.perf_counter() - started:.2f} s.")

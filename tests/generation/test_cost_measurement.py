@@ -57,12 +57,22 @@ def test_measurement_times_every_size_and_leaves_the_target_as_it_was():
 
 
 @pytest.mark.real_cost_measurement
-def test_trees_that_can_never_pay_are_not_timed():
+def test_trees_that_can_never_pay_are_not_timed(monkeypatch):
     target = jetspec_hf.enable(tiny_target())
-    # A round that could commit at most one token never pays for a tree that costs more than one node's verify.
-    costs = measure_verify_costs(target, [1], CPU, max_tokens_per_round=1, node_counts=(1, 64, 128, 256),
+    # Verify time proportional to the tree (a fixed clock: what is timed must not depend on this machine's load).
+    timed = []
+
+    def proportional(target, tree, *args):
+        timed.append(len(tree))
+        return 0.001 * len(tree)
+
+    monkeypatch.setattr(cost_measurement, "_timed_verify", proportional)
+    # A round that commits at most 8 tokens never pays for a tree that costs more than 8 one-node verifies: the
+    # 16-node tree is the first beyond that, and nothing larger is timed.
+    costs = measure_verify_costs(target, [1], CPU, max_tokens_per_round=8, node_counts=(1, 4, 16, 64, 256),
                                  prefix_lengths=(8,), repeats=1)
-    assert len(costs.node_counts) < 4
+    assert costs.node_counts == (1, 4, 16)
+    assert max(timed) == 16
 
 
 @pytest.mark.real_cost_measurement
@@ -128,6 +138,20 @@ def test_costs_are_measured_once_per_target_shape_device_and_dtype(monkeypatch, 
     verify_costs_for(tiny_target().to(torch.float64), [1], CPU, 16)
     verify_costs_for(tiny_target(attention_bias=True), [1], CPU, 16)
     assert len(calls) == 3
+
+
+def test_a_cpu_measurement_says_why_the_first_call_is_slow(monkeypatch, fresh_tables, caplog):
+    counting_measurement(monkeypatch)
+    target = tiny_target()
+
+    def said() -> int:
+        return sum("verify forward once per process" in record.getMessage() for record in caplog.records)
+
+    with caplog.at_level("WARNING"):
+        verify_costs_for(target, [1], CPU, 16)
+        assert said() == 1
+        verify_costs_for(target, [1], CPU, 16)  # kept: nothing is measured, nothing said
+        assert said() == 1
 
 
 def test_disk_cache_skips_the_measurement_in_a_later_process(monkeypatch, fresh_tables):
