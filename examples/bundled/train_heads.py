@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from jetspec_hf.training.run_folder import TRAINING_ARGS_FILE, portable_training_args
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
@@ -170,26 +172,6 @@ def make_data(work_dir: Path, target_dir: Path, num_train: int, num_eval: int, n
     return timings
 
 
-def portable_training_args(out_dir: Path, work_dir: Path) -> None:
-    """Rewrite the paths in `out_dir/training_args.json` relative to the repository (the head folder) or as
-    `<work-dir>/...` (checkpoints, feature cache): the shipped file must not carry this machine's paths."""
-    path = out_dir / "training_args.json"
-    record = json.loads(path.read_text())
-    for key in ("output_dir", "checkpoint_dir", "cache_features"):
-        value = record["args"].get(key)
-        if value is None:
-            continue
-        value = Path(value).resolve()
-        if value.is_relative_to(REPO):
-            record["args"][key] = value.relative_to(REPO).as_posix()
-        elif value.is_relative_to(work_dir.resolve()):
-            record["args"][key] = "<work-dir>/" + value.relative_to(work_dir.resolve()).as_posix()
-        else:
-            record["args"][key] = "<elsewhere>/" + value.name
-    record["made_by"] = "python examples/bundled/train_heads.py (train data: <work-dir>/train-mix.jsonl)"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-
-
 def set_tree_width(out_dir: Path, width: int) -> None:
     """Set the decoding default `tree_width` in the saved config.json (the trainer writes the class default)."""
     path = out_dir / "config.json"
@@ -274,7 +256,8 @@ def main(argv=None) -> None:
     for kind, (process, log, _) in running.items():
         if process.returncode != 0:
             raise SystemExit(f"training {kind} failed (exit {process.returncode}); see {log.name}")
-        portable_training_args(out_dirs[kind], args.work_dir)
+        portable_training_args(out_dirs[kind] / TRAINING_ARGS_FILE, REPO, args.work_dir,
+                               "python examples/bundled/train_heads.py (train data: <work-dir>/train-mix.jsonl)")
         set_tree_width(out_dirs[kind], HEAD_TREE_WIDTH)
         results = json.loads((out_dirs[kind] / "eval_results.json").read_text())
         timings[f"{kind}_final_eval"] = results["final_eval"]

@@ -278,15 +278,11 @@ class LeanHead:
             valid = state.valid[:, : state.length].to(self.device)
             context = starts - valid.sum(dim=1, keepdim=True) + valid.cumsum(dim=1) - 1
         key_positions = torch.cat([context, block], dim=1)
-        if mask is None:
-            mask = torch.zeros(1, 1, 1, end, dtype=self.dtype, device=self.device)
-        elif mask.dim() == 2:
-            mask = mask[None, None]
         masks = {}
         for window in set(self.windows) - {None}:
             first = max(0, state.length - window + 1) if state.valid is None else 0
-            masks[window] = (first, windowed_attention_mask(mask[..., first:end], block, key_positions[:, first:],
-                                                             window))
+            kept = None if mask is None else mask[..., first:end]
+            masks[window] = (first, windowed_attention_mask(kept, block, key_positions[:, first:], window, self.dtype))
         return masks
 
     @staticmethod

@@ -69,6 +69,31 @@ class TrainingLog:
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
+# The settings in `training_args.json` that name folders of the machine the run was on.
+PATH_SETTINGS = ("output_dir", "checkpoint_dir", "cache_features")
+
+
+def portable_training_args(path: str | Path, repo: Path, work_dir: Path, made_by: str) -> None:
+    """Rewrite the folder settings of a `training_args.json` relative to `repo`, or as `<work-dir>/...` under
+    `work_dir` (else `<elsewhere>/<name>`), and record `made_by`: a shipped record must not carry this machine's
+    paths."""
+    path = Path(path)
+    record = json.loads(path.read_text())
+    for key in PATH_SETTINGS:
+        value = record["args"].get(key)
+        if value is None:
+            continue
+        value = Path(value).resolve()
+        if value.is_relative_to(repo.resolve()):
+            record["args"][key] = value.relative_to(repo.resolve()).as_posix()
+        elif value.is_relative_to(work_dir.resolve()):
+            record["args"][key] = "<work-dir>/" + value.relative_to(work_dir.resolve()).as_posix()
+        else:
+            record["args"][key] = "<elsewhere>/" + value.name
+    record["made_by"] = made_by
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 __all__ = [
     "EVAL_RESULTS_FILE",
     "LOG_FILE",
@@ -78,4 +103,5 @@ __all__ = [
     "check_run_folders",
     "clear_earlier_run",
     "earlier_run",
+    "portable_training_args",
 ]

@@ -69,26 +69,6 @@ def test_model_forward_hides_keys_beyond_the_window():
     torch.testing.assert_close(_model_forward(wide, target, features, block_ids), full)
 
 
-@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
-@pytest.mark.parametrize("layer_types", [["sliding_attention", "full_attention"], ["sliding_attention"] * 2])
-def test_lean_forward_equals_the_model_forward_with_windows(causal, layer_types):
-    target = tiny_target()
-    head = _windowed_copy(tiny_head(target, causal=causal), layer_types)
-    features = _features(head, target, 40)
-    lean = LeanHead(head)
-    state = lean.new_state()
-    committed = 0
-    for new_rows, anchor in [(3, 10), (9, 11), (1, 12), (0, 13), (25, 14)]:
-        if new_rows:
-            lean.add_context(state, features[:, committed : committed + new_rows])
-        committed += new_rows
-        block_ids = torch.tensor([[anchor] + [MASK_TOKEN_ID] * 7])
-        with torch.no_grad():
-            got = lean.draft(state, target.get_input_embeddings()(block_ids))[0]
-        torch.testing.assert_close(got, _model_forward(head, target, features[:, :committed], block_ids),
-                                   rtol=1e-4, atol=1e-5)
-
-
 def test_draft_window_setting_equals_declaring_every_layer_sliding():
     target = tiny_target()
     head = tiny_head(target)

@@ -12,11 +12,22 @@ def _model_forward(head, target, features, block_ids):
         return head(noise_embeds=target.get_input_embeddings()(block_ids), context_hidden_states=features)
 
 
+# Head layers' attention: full, or a 12-position sliding window in one layer or both (the context is shorter than
+# the window in the first rounds and longer later).
+LAYER_TYPES = {
+    "full": None,
+    "one-sliding": ["sliding_attention", "full_attention"],
+    "all-sliding": ["sliding_attention", "sliding_attention"],
+}
+
+
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
 @pytest.mark.parametrize("block_length", [1, 3, 8])
-def test_lean_forward_equals_the_model_forward_round_after_round(causal, block_length):
+@pytest.mark.parametrize("layers", list(LAYER_TYPES))
+def test_lean_forward_equals_the_model_forward_round_after_round(causal, block_length, layers):
     target = tiny_target()
-    head = tiny_head(target, causal=causal)
+    windows = {} if LAYER_TYPES[layers] is None else {"layer_types": LAYER_TYPES[layers], "sliding_window": 12}
+    head = tiny_head(target, causal=causal, **windows)
     width = len(head.config.target_layer_ids) * target.config.hidden_size
     features = torch.randn(1, 40, width, generator=torch.Generator().manual_seed(3))
     lean = LeanHead(head)
