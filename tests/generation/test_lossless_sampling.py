@@ -143,6 +143,16 @@ def test_auto_budget_sampling_matches_exact_distribution(target, heads):
     assert chi_square_p_value(counts, exact, RUNS) > SIGNIFICANCE
 
 
+def test_draft_window_sampling_matches_exact_distribution(target, heads):
+    # A window shorter than the prompt changes every draft; each round is still an exact draw.
+    settings = SETTINGS["temperature-1.0"]
+    exact = exact_distribution(target, settings)
+    torch.manual_seed(4)
+    tree_kwargs = dict(heads["complete-tree"], draft_window=2)
+    counts = sample_counts(target, settings, RUNS, **tree_kwargs)
+    assert chi_square_p_value(counts, exact, RUNS) > SIGNIFICANCE
+
+
 def test_complete_tree_accepts_deeply_while_sampling(target, heads):
     output = target.generate(
         PROMPT, do_sample=True, max_new_tokens=NEW_TOKENS, return_dict_in_generate=True, **heads["complete-tree"]
