@@ -8,6 +8,7 @@ token is therefore the target's own choice at its true prefix: lossless for gree
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,10 @@ class TreeWalk:
     logits: list[torch.Tensor] = field(default_factory=list)
 
 
+# Every node's processed scores `(N, V)` from its raw logits `(N, V)`, the tree and the row's committed ids.
+NodeScorer = Callable[[torch.Tensor, DraftTree, torch.Tensor], torch.Tensor]
+
+
 def _choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
     if do_sample:
         return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(-1)
@@ -47,13 +52,16 @@ def walk_trees(
     do_sample: bool,
     keep_scores: bool = False,
     keep_logits: bool = False,
+    node_scorers: list[NodeScorer | None] | None = None,
 ) -> list[TreeWalk]:
     """Walk every row's tree with the target's `node_logits` `(B, N, V)` (rows padded to the largest tree).
 
     `committed_ids[b]` `(1, L)` ends with row b's root (anchor) token; the prefix `logits_processors[b]` see at a
-    node is that followed by the path to the node.
+    node is that followed by the path to the node. `node_scorers[b]`, where given, stands for row b's processors:
+    it returns every node's processed scores at once (`grammar.RowGrammar.node_scores`).
     """
-    if all(len(processors) == 0 for processors in logits_processors) and not keep_scores:
+    node_scorers = node_scorers or [None] * len(trees)
+    if all(len(processors) == 0 for processors in logits_processors) and not keep_scores and not any(node_scorers):
         # Nothing depends on the prefix: choose at every node of every row at once, then walk on the host (one
         # sync). Each node's choice is independent, and a walk only reads the nodes it visits, so this equals the
         # sequential walk. Greedy reads the raw logits (their argmax is that of their float32 copy); sampling
@@ -67,11 +75,23 @@ def walk_trees(
                 walk.logits = [node_logits[row, node : node + 1].float() for node in walk.path]
             walks.append(walk)
         return walks
-    return [
-        _walk_in_order(tree, node_logits[row], committed_ids[row], logits_processors[row], do_sample, keep_scores,
-                       keep_logits)
-        for row, tree in enumerate(trees)
-    ]
+    walks = []
+    for row, tree in enumerate(trees):
+        scorer = node_scorers[row]
+        if scorer is None:
+            walks.append(_walk_in_order(tree, node_logits[row], committed_ids[row], logits_processors[row], do_sample,
+                                        keep_scores, keep_logits))
+            continue
+        # The scores of every node are known up front: choose at all of them at once, as above.
+        logits = node_logits[row, : len(tree)]
+        scores = scorer(logits, tree, committed_ids[row])
+        walk = _walk_chosen(tree, _choose(scores, do_sample).tolist())
+        if keep_scores:
+            walk.scores = [scores[node : node + 1] for node in walk.path]
+        if keep_logits:
+            walk.logits = [logits[node : node + 1].float() for node in walk.path]
+        walks.append(walk)
+    return walks
 
 
 def walk_tree(
@@ -126,4 +146,4 @@ def _walk_in_order(tree, node_logits, committed_ids, logits_processor, do_sample
     return TreeWalk(path=path, tokens=tokens, scores=scores_kept, logits=logits_kept)
 
 
-__all__ = ["TreeWalk", "walk_tree", "walk_trees"]
+__all__ = ["NodeScorer", "TreeWalk", "walk_tree", "walk_trees"]

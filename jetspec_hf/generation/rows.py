@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-from .acceptance import TreeWalk
+from .acceptance import NodeScorer, TreeWalk
+from .grammar import RowGrammar
 from .lookup import PromptLookup
 from .stopping import tokens_before_stop
 from .tree import DraftTree
@@ -48,6 +49,7 @@ class DecodingRow:
         expected_accepted: per round, the budget policy's expected accepted draft tokens for this row (`None` when
             the policy predicts none).
         processors: the row's logits processors (`per_row.processors_for_rows`).
+        grammar: the row's xgrammar state when its processors hold xgrammar's (`grammar.row_grammar`).
         criteria: the stopping criteria that judge this row alone; `batch_criteria`: this row's copies of the
             criteria that answer for the whole batch, with `batch_fired[k]` the new-token count at which copy k
             first fired (`None` while it has not).
@@ -56,8 +58,9 @@ class DecodingRow:
     def __init__(self, index: int, ids: torch.Tensor, position: int, depth_cap: DepthCap,
                  lookup: PromptLookup | None, keep_scores: bool, keep_logits: bool, keep_expected: bool = False,
                  processors: LogitsProcessorList | None = None, criteria: StoppingCriteriaList | None = None,
-                 batch_criteria: StoppingCriteriaList | None = None):
+                 batch_criteria: StoppingCriteriaList | None = None, grammar: RowGrammar | None = None):
         self.index = index
+        self.grammar = grammar
         self.processors = processors if processors is not None else LogitsProcessorList()
         self.criteria = criteria if criteria is not None else StoppingCriteriaList()
         self.batch_criteria = batch_criteria if batch_criteria is not None else StoppingCriteriaList()
@@ -102,12 +105,19 @@ class DecodingRow:
             self.logits.extend(walk.logits[:kept])
         self.last_tokens = walk.tokens[:kept]
         self.extend(self.last_tokens)
+        if self.grammar is not None:
+            self.grammar.commit(self.last_tokens)
         if finished and self.finished_at is None:
             self.finished_at = self.new_tokens
         if streamer is not None:
             for token in self.last_tokens:
                 streamer.put(torch.tensor([token]))
         return kept
+
+    @property
+    def node_scorer(self) -> NodeScorer | None:
+        """What scores every node of this row's tree at once, when its processors allow it (see `grammar.py`)."""
+        return self.grammar.node_scores if self.grammar is not None and self.grammar.owns_walk else None
 
     def extend(self, tokens: list[int]) -> None:
         """Append committed tokens, telling the batch-level criteria after each one, as plain decoding's steps

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -103,6 +104,19 @@ class DepthCandidates:
     def depth(self) -> int:
         return len(self.tokens)
 
+    def ranked_children(self, tree: DraftTree, node: int) -> tuple[list[float], list[int]]:
+        """The log-probabilities and tokens of `node`'s possible children, best first: the ranked tokens of the
+        next depth, the same for every node of a depth (the head never sees the branch)."""
+        depth = tree.depths[node]
+        return self.log_probs[depth], self.tokens[depth]
+
+    def branch_log_prob(self, tree: DraftTree, parent: int, index: int, token: int) -> float | None:
+        """The head's log-probability of the extra branch's token `index` (`token`) under `parent`."""
+        return self.branch_log_probs[index]
+
+    def added(self, tree: DraftTree, node: int) -> None:
+        """Told of every node the builder adds (nothing to do: the ranking does not depend on the path)."""
+
 
 def depth_candidates(depth_logits: torch.Tensor, width: int, branch_tokens: list[int] | None = None) -> DepthCandidates:
     """Top-`width` tokens of each depth's distribution (and the log-probabilities of an extra branch's tokens),
@@ -147,6 +161,27 @@ def batch_depth_candidates(
     return candidates
 
 
+class ChildRanking(Protocol):
+    """What `build_tree` asks while it grows a tree: `DepthCandidates` (the head's ranking per depth), or a ranking
+    that depends on each node's path (`grammar.GrammarRanking`: only tokens a grammar allows there).
+
+    Attributes:
+        depth: the deepest depth it ranks.
+    """
+
+    depth: int
+
+    def ranked_children(self, tree: DraftTree, node: int) -> tuple[list[float], list[int]]:
+        """Log-probabilities and tokens of the children `node` may get, best first."""
+
+    def branch_log_prob(self, tree: DraftTree, parent: int, index: int, token: int) -> float | None:
+        """The drafter's log-probability of the extra branch's token `index` (`token`) as a child of `parent`;
+        `None` when that token may not go there (the branch ends)."""
+
+    def added(self, tree: DraftTree, node: int) -> None:
+        """Called once for every node added, in order, before any of its children is ranked."""
+
+
 @dataclass(frozen=True)
 class ExtraBranch:
     """A chain of tokens to graft under the root (e.g. a prompt-lookup continuation).
@@ -167,7 +202,7 @@ _HEAD, _BRANCH = 0, 1
 
 def build_tree(
     root_token: int,
-    candidates: DepthCandidates,
+    candidates: ChildRanking,
     budget: int,
     width: int,
     max_depth: int | None = None,
@@ -178,9 +213,10 @@ def build_tree(
 
     Args:
         root_token: the anchor, i.e. the last committed token.
-        candidates: the head's ranked tokens per depth (`depth_candidates`).
+        candidates: the ranking of each node's children: the head's ranked tokens per depth (`depth_candidates`),
+            or any `ChildRanking`.
         budget: the most nodes the tree may hold, root included (`>= 1`).
-        width: at most this many head-ranked children per node.
+        width: at most this many ranked children per node.
         max_depth: deepest level allowed; defaults to the candidates' depth.
         expansion: `"node"` (best nodes one at a time, the default) or `"fanout"` (best frontier node's top-`width`
             children at once, the published reference's rule).
@@ -190,14 +226,14 @@ def build_tree(
         raise ValueError(f"`tree_budget` must be >= 1, got {budget}.")
     if expansion not in TREE_EXPANSIONS:
         raise ValueError(f"`tree_expansion` must be one of {TREE_EXPANSIONS}, got {expansion!r}.")
+    if expansion == "fanout" and branch is not None:
+        raise ValueError("An extra branch (prompt lookup) needs `tree_expansion='node'`.")
     depth_limit = candidates.depth if max_depth is None else min(max_depth, candidates.depth)
     tree = DraftTree.root_only(root_token)
+    candidates.added(tree, 0)
     if budget == 1 or depth_limit < 1 or (width < 1 and branch is None):
         return tree
-    width = min(width, len(candidates.tokens[0]))
     if expansion == "fanout":
-        if branch is not None:
-            raise ValueError("An extra branch (prompt lookup) needs `tree_expansion='node'`.")
         _grow_by_fanout(tree, candidates, budget, width, depth_limit)
     else:
         _grow_by_node(tree, candidates, budget, width, depth_limit, branch)
@@ -216,14 +252,14 @@ def _add_node(tree: DraftTree, token: int, parent: int) -> int:
 
 def _grow_by_node(
     tree: DraftTree,
-    candidates: DepthCandidates,
+    candidates: ChildRanking,
     budget: int,
     width: int,
     depth_limit: int,
     branch: ExtraBranch | None,
 ) -> None:
-    log_probs, tokens = candidates.log_probs, candidates.tokens
     scores = tree.scores  # cumulative log-probability of each node
+    rankings: dict[int, tuple[list[float], list[int]]] = {}
     heap: list[tuple] = []
     counter = 0
 
@@ -232,27 +268,31 @@ def _grow_by_node(
         heapq.heappush(heap, (-score, counter, kind, parent, index))
         counter += 1
 
-    def push_first_child(node: int) -> None:
-        depth = tree.depths[node]
-        if depth < depth_limit and width > 0:
-            push(scores[node] + log_probs[depth][0], _HEAD, node, 0)
+    def push_child(node: int, rank: int) -> None:
+        # The rank-`rank` child of `node`, if the ranking has one within the width.
+        if rank == 0:
+            if tree.depths[node] >= depth_limit or width < 1:
+                return
+            rankings[node] = candidates.ranked_children(tree, node)
+        log_probs = rankings[node][0]
+        if rank < min(width, len(log_probs)):
+            push(scores[node] + log_probs[rank], _HEAD, node, rank)
 
     def push_branch_child(node: int, index: int) -> None:
         # The branch token at `index` sits at depth index + 1, under `node` (the previous branch node or the root).
         if index < len(branch.tokens) and index < depth_limit:
-            head_score = scores[node] + candidates.branch_log_probs[index]
-            push(max(head_score, (index + 1) * branch.log_prior), _BRANCH, node, index)
+            log_prob = candidates.branch_log_prob(tree, node, index, branch.tokens[index])
+            if log_prob is not None:
+                push(max(scores[node] + log_prob, (index + 1) * branch.log_prior), _BRANCH, node, index)
 
-    push_first_child(0)
+    push_child(0, 0)
     if branch is not None:
         push_branch_child(0, 0)
     while heap and len(tree.tokens) < budget:
         negated_score, _, kind, parent, index = heapq.heappop(heap)
         if kind == _HEAD:
-            token = tokens[tree.depths[parent]][index]
-            if index + 1 < width:
-                sibling_depth = tree.depths[parent]
-                push(scores[parent] + log_probs[sibling_depth][index + 1], _HEAD, parent, index + 1)
+            token = rankings[parent][1][index]
+            push_child(parent, index + 1)
         else:
             token = branch.tokens[index]
         existing = tree._children[parent].get(token)
@@ -263,27 +303,30 @@ def _grow_by_node(
             continue
         node = _add_node(tree, token, parent)
         scores.append(-negated_score)
-        push_first_child(node)
+        candidates.added(tree, node)
+        push_child(node, 0)
         if kind == _BRANCH:
             push_branch_child(node, index + 1)
 
 
-def _grow_by_fanout(tree: DraftTree, candidates: DepthCandidates, budget: int, width: int, depth_limit: int) -> None:
+def _grow_by_fanout(tree: DraftTree, candidates: ChildRanking, budget: int, width: int, depth_limit: int) -> None:
     frontier = [(-0.0, 0)]  # (negated cumulative log-prob, node index); heapq pops the smallest
     while frontier and len(tree.tokens) < budget:
         negated_score, node = heapq.heappop(frontier)
         child_depth = tree.depths[node] + 1
-        row_log_probs, row_tokens = candidates.log_probs[child_depth - 1], candidates.tokens[child_depth - 1]
+        row_log_probs, row_tokens = candidates.ranked_children(tree, node)
         for log_prob, token in zip(row_log_probs[:width], row_tokens[:width]):
             if len(tree.tokens) >= budget:
                 break
             child = _add_node(tree, token, node)
             tree.scores.append(-negated_score + log_prob)
+            candidates.added(tree, child)
             if child_depth < depth_limit:
                 heapq.heappush(frontier, (negated_score - log_prob, child))
 
 
 __all__ = [
+    "ChildRanking",
     "DepthCandidates",
     "DraftTree",
     "ExtraBranch",

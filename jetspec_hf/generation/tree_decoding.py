@@ -38,6 +38,7 @@ from .cache import (
 )
 from .capture import TappedLayerCapture
 from .drafting import MAX_HOLE_FRACTION, HeadDrafter
+from .grammar import row_grammar
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
 from .profiling import RoundProfiler, stage
@@ -112,6 +113,7 @@ def tree_decoding(
             _new_lookup(tree_settings, input_ids[index], key_valid, index) if drafting else None,
             keep_scores, keep_logits, policy.predicts_acceptance,
             processors=row_processors[index], criteria=row_criteria[index][0], batch_criteria=row_criteria[index][1],
+            grammar=row_grammar(row_processors[index]),
         )
         for index in range(batch_size)
     ]
@@ -137,7 +139,7 @@ def tree_decoding(
                 roots = [DraftTree.root_only(int(token)) for token in input_ids[:, -1].tolist()]
                 walks = walk_trees(roots, logits[:, None], [row.ids for row in rows],
                                    [row.processors for row in rows], generation_config.do_sample, keep_scores,
-                                   keep_logits)
+                                   keep_logits, [row.node_scorer for row in rows])
                 for row, walk in zip(rows, walks):
                     row.commit(walk, streamer)
                     if row.lookup is not None:
@@ -172,7 +174,7 @@ def tree_decoding(
                 with stage(round_profiler, "accept", device):
                     walks = walk_trees(trees, node_logits, [row.ids for row in rows],
                                        [row.processors for row in rows], generation_config.do_sample, keep_scores,
-                                       keep_logits)
+                                       keep_logits, [row.node_scorer for row in rows])
                     expected = policy.observe(trees, [len(walk.path) - 1 for walk in walks])
                     kept_paths = []
                     for index, (row, tree, walk, branch) in enumerate(zip(rows, trees, walks, branches)):
@@ -256,8 +258,9 @@ def _grow_trees(rows, positions, depth_logits, depths, drafts, tree_settings, po
             depth_logits, tree_settings.width, [branch.tokens if branch else None for branch in branches]
         )
     grown = [
-        build_tree(row.anchor, candidates[index], policy.max_budget, tree_settings.width, max_depth=depth,
-                   expansion=tree_settings.expansion, branch=branches[index])
+        build_tree(row.anchor, _child_ranking(row, candidates, depth_logits, index, tree_settings.width),
+                   policy.max_budget, tree_settings.width, max_depth=depth, expansion=tree_settings.expansion,
+                   branch=branches[index])
         if draft else DraftTree.root_only(row.anchor)
         for index, (row, depth, draft) in enumerate(zip(rows, depths, drafts))
     ]
@@ -267,6 +270,14 @@ def _grow_trees(rows, positions, depth_logits, depths, drafts, tree_settings, po
     for row, tree in zip(rows, trees):
         row.depth_cap.observe(tree)  # a root-only tree says nothing about depth
     return trees, branches
+
+
+def _child_ranking(row: DecodingRow, candidates, depth_logits, index: int, width: int):
+    """How row `index` ranks its nodes' children: among the tokens its grammar allows (`grammar.py`), else by the
+    head's per-depth ranking."""
+    if row.grammar is not None:
+        return row.grammar.ranking(depth_logits[index], width)
+    return candidates[index]
 
 
 def _extend_key_valid(key_valid, holes, prefix_length: int, added: int, device):
