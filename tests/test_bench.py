@@ -257,3 +257,17 @@ def test_bad_draft_window_and_prompt_tokens_are_one_line_errors(bench_files, tmp
         with pytest.raises(SystemExit):
             main(bench_argv(bench_files, tmp_path, flag, value))
         assert f"{flag} must be >= 1" in capsys.readouterr().err
+
+
+def test_json_schema_runs_every_method_under_the_grammar_with_grammar_blind_trees(bench_files, tmp_path):
+    pytest.importorskip("xgrammar", reason="xgrammar is not installed (pip install 'jetspec_hf[clients]')")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "array", "items": {"type": "integer"}, "maxItems": 3}))
+    argv = bench_argv(bench_files, tmp_path, "--methods", "chain", "tree", "grammar-blind", "--json-schema",
+                      str(schema), "--profile-samples", "0", "--warmup", "0")
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["prompts"]["json_schema"] == str(schema)
+    kinds = [row["kind"] for row in report["methods"]]
+    assert kinds.count("jetspec-grammar-blind") == 2 and kinds.count("jetspec-tree") == 2
+    assert all(row["matches_plain"] is True for row in report["methods"] if row["kind"] != "plain")

@@ -31,6 +31,7 @@ def run_bench(argv):
         (["--methods", "bogus"], "invalid choice: 'bogus'"),
         (["--dataset", "/nonexistent.jsonl"], "--dataset /nonexistent.jsonl: no such file or folder"),
         (["--head", "some/head"], "need --target"),
+        (["--json-schema", "/nonexistent.json"], "--json-schema /nonexistent.json: no such file"),
         (["--target", "./no-such-target", "--head", "./no-such-head"], "--target ./no-such-target: no such file"),
     ],
 )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from transformers import CompileConfig, GenerationConfig, GenerationMixin
+from transformers import CompileConfig, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 
 from ..generation.validation import resolve_tree_settings
 from .prompts import PromptBatch
@@ -20,7 +20,8 @@ from .prompts import PromptBatch
 from .options import DEFAULT_METHOD_GROUPS, METHOD_GROUPS  # noqa: E402  (defined where the CLI reads them)
 
 TREE_KINDS = ("jetspec-chain", "jetspec-tree", "jetspec-auto", "jetspec-fanout", "jetspec-hybrid",
-              "jetspec-windowed", "dflash-chain", "dflash-tree", "jetspec-tree-compiled")
+              "jetspec-windowed", "dflash-chain", "dflash-tree", "jetspec-tree-compiled",
+              "jetspec-grammar-blind")
 
 
 @dataclass
@@ -94,6 +95,8 @@ class MethodSettings:
     prompt_lookup_tokens: int
     groups: tuple[str, ...] = DEFAULT_METHOD_GROUPS
     draft_window: int | None = None  # also node-level trees with this draft window (None: not run)
+    # Fresh logits processors for each call (e.g. a grammar's, which serves one call), given to every method.
+    processors: Callable[[], list] | None = None
 
 
 def greedy_config(max_new_tokens: int, **extra) -> GenerationConfig:
@@ -106,16 +109,22 @@ def _mask(input_ids, attention_mask):
     return attention_mask if attention_mask is not None else torch.ones_like(input_ids)
 
 
-def _stock(target, config: GenerationConfig, **kwargs) -> Callable:
+def _fresh(processors: Callable[[], list] | None) -> LogitsProcessorList:
+    return LogitsProcessorList(processors() if processors is not None else [])
+
+
+def _stock(target, config: GenerationConfig, processors=None, **kwargs) -> Callable:
     def call(input_ids, attention_mask=None, round_profiler=None):
         return GenerationMixin.generate(
-            target, input_ids, attention_mask=_mask(input_ids, attention_mask), generation_config=config, **kwargs
+            target, input_ids, attention_mask=_mask(input_ids, attention_mask), generation_config=config,
+            logits_processor=_fresh(processors), **kwargs
         )
 
     return call
 
 
-def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None, **tree_settings) -> Callable:
+def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None, processors=None,
+          **tree_settings) -> Callable:
     config = greedy_config(max_new_tokens, return_dict_in_generate=True, **(config_settings or {}))
 
     def call(input_ids, attention_mask=None, round_profiler=None):
@@ -125,10 +134,27 @@ def _tree(target, head, max_new_tokens: int, config_settings: dict | None = None
             generation_config=config,
             assistant_model=head,
             round_profiler=round_profiler,
+            logits_processor=_fresh(processors),
             **tree_settings,
         )
 
     return call
+
+
+class GrammarBlind(LogitsProcessor):
+    """Wraps a grammar processor so that the tree path does not recognise it: the head drafts without the grammar
+    and the walk calls it token by token, as for any grammar library the tree path does not know (a benchmark
+    baseline; not for batches, where unknown processors are refused)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, input_ids, scores):
+        return self.processor(input_ids, scores)
+
+
+def _blind(processors: Callable[[], list]) -> Callable[[], list]:
+    return lambda: [GrammarBlind(processor) for processor in processors()]
 
 
 # The full fan-out baseline keeps version 0.1's width: with node-level trees' cap of 16 it would spend a 16-node
@@ -138,7 +164,7 @@ FANOUT_WIDTH = 8
 
 def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: MethodSettings, *, budget: int | str,
                  width: int, expansion: str = "node", lookup_tokens: int | None = None,
-                 draft_window: int | None = None) -> Method:
+                 draft_window: int | None = None, processors=None) -> Method:
     tree_settings = dict(tree_budget=budget, tree_width=width, tree_depth=settings.tree_depth, tree_expansion=expansion)
     if lookup_tokens:
         tree_settings["prompt_lookup_num_tokens"] = lookup_tokens
@@ -152,7 +178,8 @@ def _tree_method(target, head, label: str, kind: str, head_kind: str, settings: 
         tree_width=width,
         tree_expansion=expansion,
         lookup_tokens=lookup_tokens,
-        call=_tree(target, head, settings.max_new_tokens, **tree_settings),
+        call=_tree(target, head, settings.max_new_tokens, processors=processors or settings.processors,
+                   **tree_settings),
     )
 
 
@@ -182,6 +209,10 @@ def _tree_methods(target, head, label: str, head_kind: str, settings: MethodSett
         methods.append(_tree_method(target, head, f"{label} fan-out tree b={budget}", "jetspec-fanout", head_kind,
                                     settings, budget=budget, width=settings.tree_width or FANOUT_WIDTH,
                                     expansion="fanout"))
+    for budget in settings.budgets if "grammar-blind" in groups and settings.processors is not None else ():
+        methods.append(_tree_method(target, head, f"{label} tree b={budget} (grammar-blind)", "jetspec-grammar-blind",
+                                    head_kind, settings, budget=budget, width=width,
+                                    processors=_blind(settings.processors)))
     for budget in settings.budgets if "hybrid" in groups else ():
         k = settings.prompt_lookup_tokens
         methods.append(_tree_method(target, head, f"{label} + lookup (k={k}) b={budget}", "jetspec-hybrid",
@@ -196,7 +227,9 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
     """
     target, groups = models.target, settings.groups
     new_tokens = settings.max_new_tokens
-    methods = [Method(name="plain", kind="plain", stock=True, call=_stock(target, greedy_config(new_tokens)))]
+    processors = settings.processors
+    methods = [Method(name="plain", kind="plain", stock=True,
+                      call=_stock(target, greedy_config(new_tokens), processors))]
 
     if "assisted" in groups:
         assisted = Method(name="HF assisted (draft LM)", kind="hf-assisted", head="draft-lm", stock=True)
@@ -206,7 +239,8 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
             extra = {}
             if models.draft_tokenizer is not None:
                 extra = {"tokenizer": models.tokenizer, "assistant_tokenizer": models.draft_tokenizer}
-            assisted.call = _stock(target, greedy_config(new_tokens), assistant_model=models.draft_lm, **extra)
+            assisted.call = _stock(target, greedy_config(new_tokens), processors, assistant_model=models.draft_lm,
+                                   **extra)
         methods.append(assisted)
 
     if "lookup" in groups:
@@ -214,7 +248,7 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
         config = greedy_config(new_tokens, prompt_lookup_num_tokens=k)
         methods.append(
             Method(name=f"HF prompt lookup (k={k})", kind="hf-prompt-lookup", head="prompt", lookup_tokens=k,
-                   stock=True, call=_stock(target, config))
+                   stock=True, call=_stock(target, config, processors))
         )
 
     # (label in tree-path method names, label in the stock DFlash method name, head kind, head)
@@ -230,7 +264,7 @@ def build_methods(models, settings: MethodSettings) -> list[Method]:
             config.speculation_type = "dflash"
             methods.append(
                 Method(name=f"HF DFlash chain ({label} head)", kind="hf-dflash", head=head_kind, stock=True,
-                       call=_stock(target, config, assistant_model=head))
+                       call=_stock(target, config, processors, assistant_model=head))
             )
 
     for label, _, head_kind, head in heads:
@@ -252,14 +286,14 @@ def _compiled_methods(target, head, settings: MethodSettings) -> list[Method]:
     """Plain decoding and node-level trees with the same compile settings: each compiled forward against the other."""
     compiled = compile_settings()
     plain = Method(name="plain (static cache, compiled)", kind="plain-compiled", stock=True,
-                   call=_stock(target, greedy_config(settings.max_new_tokens, **compiled)))
+                   call=_stock(target, greedy_config(settings.max_new_tokens, **compiled), settings.processors))
     width = settings.tree_width or resolve_tree_settings(head).width
     trees = [
         Method(
             name=f"JetSpec tree b={budget} (static cache, compiled)", kind="jetspec-tree-compiled", head="jetspec",
             tree_budget=budget, tree_width=width, tree_expansion="node",
-            call=_tree(target, head, settings.max_new_tokens, config_settings=compiled, tree_budget=budget,
-                       tree_width=width, tree_depth=settings.tree_depth),
+            call=_tree(target, head, settings.max_new_tokens, config_settings=compiled, processors=settings.processors,
+                       tree_budget=budget, tree_width=width, tree_depth=settings.tree_depth),
         )
         for budget in settings.budgets
     ]

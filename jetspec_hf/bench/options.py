@@ -16,9 +16,11 @@ from ..prompts import PROMPT_FIELDS
 # Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
 # tree at fixed budgets, `auto` the node-level tree with `tree_budget="auto"`, `fanout` the published reference's full
 # fan-out, `hybrid` the node-level tree plus a prompt-lookup branch, `compiled` plain decoding and node-level trees
-# with a static cache and compiled forwards.
+# with a static cache and compiled forwards, `grammar-blind` (with --json-schema only) node-level trees that do not
+# see the grammar (the per-token path every other grammar library gets).
 METHOD_GROUPS = (
     "assisted", "lookup", "hf-dflash", "chain", "tree", "auto", "fanout", "hybrid", "dflash-tree", "compiled",
+    "grammar-blind",
 )
 # Not run unless asked for: compiling takes minutes on a CPU.
 DEFAULT_METHOD_GROUPS = tuple(group for group in METHOD_GROUPS if group != "compiled")
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--prompt-tokens", type=int, default=64,
                          help="plain text files (.txt) are cut into prompts of this many tokens (default: 64); a "
                          "long value measures long contexts, e.g. 3000")
+    prompts.add_argument("--json-schema", metavar="FILE",
+                         help="decode every method, plain included, under this JSON schema (compact JSON, through "
+                         "xgrammar's HF processor, a fresh one per call); adds the grammar-blind trees")
     prompts.add_argument("--chat-template", action="store_true",
                          help="wrap each prompt as one user turn with the tokenizer's chat template (thinking off)")
 
@@ -157,6 +162,13 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
         value = getattr(args, name)
         if value and _looks_local(value) and not Path(value).exists():
             parser.error(f"--{name.replace('_', '-')} {value}: no such file or folder")
+    if args.json_schema is not None:
+        if not Path(args.json_schema).is_file():
+            parser.error(f"--json-schema {args.json_schema}: no such file")
+        import importlib.util
+
+        if importlib.util.find_spec("xgrammar") is None:
+            parser.error("--json-schema needs xgrammar: pip install xgrammar (or 'jetspec_hf[clients]')")
     if args.draft_window is not None and args.draft_window < 1:
         parser.error("--draft-window must be >= 1")
     for name in ("samples", "max_new_tokens", "prompt_lookup_tokens", "repeats", "batch_size", "prompt_tokens"):
@@ -185,6 +197,8 @@ def describe_run(args: argparse.Namespace) -> str:
     groups = ", ".join(args.methods)
     models = f"target {args.target}, head {args.head}" + (f", DFlash head {args.dflash_head}" if args.dflash_head
                                                          else "")
+    if args.json_schema:
+        models += f"; under the JSON schema {args.json_schema}"
     return (f"jetspec-hf bench: {models}; {args.samples} prompts from {args.dataset} x {args.max_new_tokens} new "
             f"tokens (batches of {args.batch_size}); plain decoding and {groups}; budgets "
             f"{' '.join(map(str, args.budgets))}; {args.repeats} timed run(s) per prompt and method, interleaved")

@@ -28,6 +28,16 @@ from .report import breakdown_table, method_row, methods_table, round_breakdown,
 REPORT_NAME = "benchmark"
 
 
+def json_schema_processors(models, schema_path: str):
+    """A maker of fresh xgrammar processors for the JSON schema in `schema_path` (compiled once, compact JSON:
+    no free whitespace between tokens of the structure)."""
+    import xgrammar
+
+    info = xgrammar.TokenizerInfo.from_huggingface(models.tokenizer, vocab_size=models.target.config.vocab_size)
+    compiled = xgrammar.GrammarCompiler(info).compile_json_schema(Path(schema_path).read_text(), any_whitespace=False)
+    return lambda: [xgrammar.contrib.hf.LogitsProcessor(compiled)]
+
+
 def _log(message: str) -> None:
     # Progress notes go to stderr so that stdout carries only the Markdown report.
     print(message, file=sys.stderr, flush=True)
@@ -99,6 +109,7 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
         prompt_lookup_tokens=args.prompt_lookup_tokens,
         groups=tuple(args.methods),
         draft_window=args.draft_window,
+        processors=None if args.json_schema is None else json_schema_processors(models, args.json_schema),
     )
     methods = build_methods(models, settings)
     _log(f"{len(encoded)} prompts (batches of {args.batch_size}) × {args.max_new_tokens} new tokens, "
@@ -141,6 +152,7 @@ def _run_benchmark(args) -> tuple[dict, list[MethodResult]]:
             "batch_size": args.batch_size,
             "max_new_tokens": args.max_new_tokens,
             "chat_template": args.chat_template,
+            "json_schema": _display_path(args.json_schema),
             "mean_prompt_tokens": round(sum(ids.shape[1] for ids in encoded) / len(encoded), 1),
         },
         "settings": {"budgets": list(args.budgets), "tree_width": args.tree_width, "tree_depth": args.tree_depth,

@@ -23,6 +23,8 @@ distribution-identical. Other grammar libraries keep the per-token path (see `ac
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import LogitsProcessorList
 from transformers.generation import logits_process as lp
@@ -120,7 +122,8 @@ class RowGrammar:
     def tree_masks(self, tree: DraftTree) -> torch.Tensor:
         """The bitmasks `(N, W)` of `tree`'s nodes: the ranked tree's own, cut to `tree` (the budget policy and a
         static cache keep a prefix of its nodes), or the root's alone for a root-only tree."""
-        if self._tree is not None and len(tree) <= len(self._tree_masks) and tree.tokens == self._tree.tokens[:len(tree)]:
+        grown = self._tree
+        if grown is not None and len(tree) <= len(self._tree_masks) and tree.tokens == grown.tokens[: len(tree)]:
             return torch.stack(self._tree_masks[: len(tree)])
         if len(tree) != 1:
             raise ValueError("RowGrammar.tree_masks needs this round's tree (the one `ranking` grew) or a root.")
@@ -189,8 +192,9 @@ class GrammarRanking:
             on_cpu = scores.device.type != "cuda"
             masked = scores.cpu() if on_cpu else scores
             self.grammar._xgrammar.apply_token_bitmask_inplace(masked, mask.to(masked.device))
-            total = torch.logsumexp(masked[0], dim=0)
-            self._renormalised[node] = masked[0] - total if torch.isfinite(total) else masked[0]
+            # The allowed tokens' share of the head's probability (log-probabilities never overflow `exp`).
+            mass = float(masked[0].exp().sum())
+            self._renormalised[node] = masked[0] - math.log(mass) if mass > 0 else masked[0]
         return self._renormalised[node]
 
     def ranked_children(self, tree: DraftTree, node: int) -> tuple[list[float], list[int]]:
