@@ -34,7 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.prompts import read_jsonl_prompts
-from jetspec_hf.generation.cost_measurement import verify_costs_for
+from jetspec_hf.generation.budget.measurement import verify_costs_for
 
 EXAMPLES = Path(__file__).resolve().parent
 MODELS = EXAMPLES / "models"

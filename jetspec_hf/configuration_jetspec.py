@@ -17,7 +17,7 @@ TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion
 
 # Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them. The
 # budget is chosen every round from this machine's measured costs and the head's calibrated confidence
-# (`generation/auto_budget.py`); an integer fixes it.
+# (`generation/budget/auto.py`); an integer fixes it.
 DEFAULT_TREE_SETTINGS = {
     "tree_budget": "auto", "tree_width": 16, "tree_expansion": "node", "prompt_lookup_num_tokens": 0,
 }

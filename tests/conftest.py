@@ -46,8 +46,8 @@ def _stub_cost_measurement(monkeypatch, request):
     itself are marked `real_cost_measurement` (or call `measure_verify_costs` directly)."""
     if request.node.get_closest_marker("real_cost_measurement"):
         return
-    from jetspec_hf.generation import auto_budget, cost_measurement
-    from jetspec_hf.generation.cost_model import VerifyCosts
+    from jetspec_hf.generation.budget import auto as auto_budget, measurement as cost_measurement
+    from jetspec_hf.generation.budget.costs import VerifyCosts
 
     table = VerifyCosts(STUB_NODE_COUNTS, STUB_PREFIX_LENGTHS, STUB_VERIFY_SECONDS)
     monkeypatch.setattr(cost_measurement, "measure_verify_costs", lambda *args, **kwargs: table)

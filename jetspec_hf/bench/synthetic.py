@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..generation import enable
-from ..generation.cost_measurement import measure_verify_costs
+from ..generation.budget.measurement import measure_verify_costs
 from ..generation.profiling import ROUND_STAGES, RoundProfiler
 from ..generation.validation import check_target_supported, resolve_tree_settings
 from .compilation import compiled
@@ -224,7 +224,7 @@ class _Run:
                 self._publish()
 
     def _auto_costs(self) -> dict:
-        """The verify table `tree_budget="auto"` measures on its first call (`cost_measurement.py`), and how long
+        """The verify table `tree_budget="auto"` measures on its first call (`budget/measurement.py`), and how long
         that took on this machine."""
         started = time.perf_counter()
         costs = measure_verify_costs(self.target, self.head.config.target_layer_ids, self.device, self.depth + 1)

@@ -22,7 +22,7 @@ from transformers import DynamicCache, GenerationMixin
 from ..generation.capture import TappedLayerCapture
 from ..generation.drafting import HeadDrafter
 from ..generation.tree import DepthCandidates, DraftTree, build_tree
-from ..generation.tree_decoding import tree_decoding
+from ..generation.loop import tree_decoding
 from ..generation.validation import resolve_tree_settings
 from ..generation.verification import prefill, verify_tree
 from .measure import synchronize

@@ -1,12 +1,12 @@
 """Tree speculative decoding: draft → tree → verify → accept → cache update."""
 
-from .integration import enable, generate_with_draft_head, is_enabled
+from .routing import enable, generate_with_draft_head, is_enabled
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
 from .per_row import mark_row_safe
 from .profiling import RoundProfiler
 from .tree import DraftTree, build_tree, depth_candidates
-from .tree_decoding import tree_decoding
+from .loop import tree_decoding
 
 __all__ = [
     "DraftTree",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..modeling_jetspec import JetSpecDraftModel
-from .lean_head import LeanHead, LeanHeadState
+from .draft_forward import DraftForward, HeadKVCache
 
 
 @dataclass
@@ -34,7 +34,7 @@ class DraftContext:
     """
 
     head: weakref.ref | None
-    state: LeanHeadState
+    state: HeadKVCache
     pending: list[torch.Tensor]
     tokens: list[int] = field(default_factory=list)
 
@@ -59,7 +59,7 @@ class HeadDrafter:
     """Runs a JetSpec head for one generation (or one conversation), keeping its context across rounds.
 
     Target features of newly committed positions are queued with `add_context`; the next `draft` projects only
-    those rows into the head's context state, then runs the block on top of it (`LeanHead`, the model's forward in
+    those rows into the head's context state, then runs the block on top of it (`DraftForward`, the model's forward in
     fewer operations). Every tensor has a batch dimension: row `b` is the `b`-th sequence still being decoded.
 
     A causal (JetSpec) head's depth-d row sees only the block rows before it, so a block cut after the deepest
@@ -74,7 +74,7 @@ class HeadDrafter:
         self.lm_head = lm_head
         self.block_size = head.config.block_size
         self.causal = head.config.causal_head
-        self.lean = LeanHead(head, draft_window)
+        self.lean = DraftForward(head, draft_window)
         self.state = self.lean.new_state(batch_size)
         self.pending: list[tuple[torch.Tensor, torch.Tensor | None, list[int] | None]] = []
         self._mask_embeds: torch.Tensor | None = None
@@ -102,7 +102,7 @@ class HeadDrafter:
         self, features: torch.Tensor, valid: torch.Tensor | None = None, counts: list[int] | None = None
     ) -> None:
         """Queue tapped target features `(B, n, k*H)` of positions just committed, in order; `valid` `(B, n)` and
-        `counts` say which rows each sequence really has when they differ (see `LeanHead.add_context`)."""
+        `counts` say which rows each sequence really has when they differ (see `DraftForward.add_context`)."""
         if features.shape[1] > 0:
             self.pending.append((features, valid, counts))
 

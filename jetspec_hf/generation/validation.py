@@ -42,7 +42,7 @@ class TreeSettings:
 
     Attributes:
         budget: nodes verified per round, root included (1 = plain decoding), or `"auto"`: chosen every round from
-            this machine's measured costs and the head's calibrated confidence (`auto_budget.py`).
+            this machine's measured costs and the head's calibrated confidence (`budget/auto.py`).
         width: at most this many head-ranked children per node.
         depth: deepest tree level.
         expansion: `"node"` (best nodes one at a time) or `"fanout"` (the published reference's rule).

@@ -13,7 +13,7 @@ explicit `draft_head=` (a folder, a repo id or a loaded head).
 
 from __future__ import annotations
 
-from ..generation.integration import generate_with_draft_head
+from ..generation.routing import generate_with_draft_head
 from ..modeling_jetspec import JetSpecDraftModel
 
 # Where the head's weights live (repo id or folder); written by `prepare_hub_folder` into the copied module.

@@ -7,7 +7,7 @@ import torch
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.generation.drafting import HeadDrafter
-from jetspec_hf.generation.lean_head import LeanHead
+from jetspec_hf.generation.draft_forward import DraftForward
 from tiny_models import MASK_TOKEN_ID, random_prompt, refuse_forwards, tiny_head, tiny_target
 
 WINDOW = 6
@@ -75,8 +75,8 @@ def test_draft_window_setting_equals_declaring_every_layer_sliding():
     features = _features(head, target, 40)
     block = target.get_input_embeddings()(torch.tensor([[10] + [MASK_TOKEN_ID] * 7]))
     outputs = []
-    for lean in (LeanHead(head, draft_window=WINDOW),
-                 LeanHead(_windowed_copy(head, ["sliding_attention"] * 2))):
+    for lean in (DraftForward(head, draft_window=WINDOW),
+                 DraftForward(_windowed_copy(head, ["sliding_attention"] * 2))):
         state = lean.new_state()
         lean.add_context(state, features)
         with torch.no_grad():
@@ -88,7 +88,7 @@ def test_windows_with_holes_in_a_batch_equal_each_row_alone():
     target = tiny_target()
     head = tiny_head(target)
     features = _features(head, target, 30)
-    lean = LeanHead(head, draft_window=WINDOW)
+    lean = DraftForward(head, draft_window=WINDOW)
     batch = lean.new_state(batch_size=2)
     lean.add_context(batch, features.expand(2, -1, -1)[:, :20])
     # Row 1 gets 10 more context rows, row 0 only 4: row 0's other six columns are holes.
@@ -178,13 +178,13 @@ def test_draft_window_reaches_the_drafting_forward(monkeypatch, source):
     target = jetspec_hf.enable(tiny_target())
     head = tiny_head(target)
     seen = []
-    original = LeanHead.__init__
+    original = DraftForward.__init__
 
     def recording(self, *args, **kwargs):
         original(self, *args, **kwargs)
         seen.append(list(self.windows))
 
-    monkeypatch.setattr(LeanHead, "__init__", recording)
+    monkeypatch.setattr(DraftForward, "__init__", recording)
     prompt = random_prompt(0, 20)
     setting = {"draft_window": 5} if source == "kwarg" else {
         "generation_config": GenerationConfig(draft_window=5, do_sample=False, max_new_tokens=6)}

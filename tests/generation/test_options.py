@@ -115,7 +115,7 @@ def test_a_streamer_gets_end_when_generation_fails_midway(pair, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(sys.modules["jetspec_hf.generation.tree_decoding"], "verify_trees", fail)
+    monkeypatch.setattr(sys.modules["jetspec_hf.generation.loop"], "verify_trees", fail)
     with pytest.raises(RuntimeError, match="device lost"):
         target.generate(random_prompt(2, 5), max_new_tokens=8, assistant_model=head, streamer=streamer)
     consumer.join(timeout=30)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from jetspec_hf.generation.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
+from jetspec_hf.generation.budget.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
 
 

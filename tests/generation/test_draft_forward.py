@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from jetspec_hf.generation.lean_head import LeanHead
+from jetspec_hf.generation.draft_forward import DraftForward
 from tiny_models import MASK_TOKEN_ID, tiny_head, tiny_target
 
 
@@ -30,7 +30,7 @@ def test_lean_forward_equals_the_model_forward_round_after_round(causal, block_l
     head = tiny_head(target, causal=causal, **windows)
     width = len(head.config.target_layer_ids) * target.config.hidden_size
     features = torch.randn(1, 40, width, generator=torch.Generator().manual_seed(3))
-    lean = LeanHead(head)
+    lean = DraftForward(head)
     state = lean.new_state()
     committed = 0
     for new_rows, anchor in [(9, 10), (1, 11), (5, 12), (0, 13), (25, 14)]:
@@ -50,7 +50,7 @@ def test_buffers_grow_past_their_first_capacity_and_weights_follow_in_place_edit
     head = tiny_head(target)
     width = len(head.config.target_layer_ids) * target.config.hidden_size
     features = torch.randn(1, 300, width)
-    lean = LeanHead(head)
+    lean = DraftForward(head)
     state = lean.new_state()
     state_capacity = state.capacity
     lean.add_context(state, features[:, :200])
@@ -64,7 +64,7 @@ def test_buffers_grow_past_their_first_capacity_and_weights_follow_in_place_edit
 
     with torch.no_grad():
         head.layers[0].mlp.up_proj.weight.mul_(1.5)
-    changed = LeanHead(head)
+    changed = DraftForward(head)
     changed_state = changed.new_state()
     changed.add_context(changed_state, features)
     with torch.no_grad():

@@ -29,12 +29,12 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 from transformers.utils import logging
 
-from ..modeling_jetspec import JetSpecDraftModel
-from .capture import TappedLayerCapture
-from .cost_model import MEASURED_NODE_COUNTS, VerifyCosts
-from .drafting import HeadDrafter
-from .tree import DraftTree
-from .verification import prefill, verify_tree
+from ...modeling_jetspec import JetSpecDraftModel
+from ..capture import TappedLayerCapture
+from .costs import MEASURED_NODE_COUNTS, VerifyCosts
+from ..drafting import HeadDrafter
+from ..tree import DraftTree
+from ..verification import prefill, verify_tree
 
 logger = logging.get_logger(__name__)
 

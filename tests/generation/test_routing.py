@@ -12,7 +12,7 @@ from transformers import TextIteratorStreamer, pipeline
 from transformers.generation.streamers import BaseStreamer
 
 import jetspec_hf
-from jetspec_hf.generation.integration import is_enabled
+from jetspec_hf.generation.routing import is_enabled
 from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
 
 

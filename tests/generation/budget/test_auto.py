@@ -7,8 +7,8 @@ import torch
 from transformers import GenerationConfig
 
 import jetspec_hf
-from jetspec_hf.generation import auto_budget
-from jetspec_hf.generation.auto_budget import (
+from jetspec_hf.generation.budget import auto as auto_budget
+from jetspec_hf.generation.budget.auto import (
     EXPLORING_SIZE,
     MAX_PROBE_WAIT,
     PROBE_SHARE,
@@ -17,8 +17,8 @@ from jetspec_hf.generation.auto_budget import (
     AutoBudgetState,
     auto_budget_policy,
 )
-from jetspec_hf.generation.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
-from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
+from jetspec_hf.generation.budget.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
+from jetspec_hf.generation.budget.costs import RoundCosts, VerifyCosts
 from jetspec_hf.generation.options import GenerateOptions
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
 from jetspec_hf.generation.validation import resolve_tree_settings

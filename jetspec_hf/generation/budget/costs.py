@@ -1,6 +1,6 @@
 """What a round costs: the target's verify forward by node count and prefix length, the head's draft, the loop.
 
-The verify table is measured once per (target shape, device, dtype) and process (`cost_measurement.py`); the draft,
+The verify table is measured once per (target shape, device, dtype) and process (`budget/measurement.py`); the draft,
 the loop's own overhead and any drift of the table are learnt from the rounds themselves (`RoundCosts`), because
 they depend on the head, the sampling settings and whatever else the machine is doing.
 """

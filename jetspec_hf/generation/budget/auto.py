@@ -1,8 +1,8 @@
 """`tree_budget="auto"`: each round's tree size from this machine's measured costs and the head's calibrated confidence.
 
 A round that verifies N nodes commits, on average, one token plus the expected number of accepted draft tokens
-E(N) (the calibrated sum of the first N nodes' path probabilities, `calibration.py`), and costs the head's draft, a
-verify forward of N nodes on the current prefix, and the loop's overhead (`cost_model.py`). Each round `AutoBudget`
+E(N) (the calibrated sum of the first N nodes' path probabilities, `budget/calibration.py`), and costs the head's draft, a
+verify forward of N nodes on the current prefix, and the loop's overhead (`budget/costs.py`). Each round `AutoBudget`
 verifies the N, among a few bucketed sizes, that commits the most tokens per second: the largest
 `(1 + E(N)) / seconds(N, prefix length)`. Node-level trees are nested, so the tree is grown once to a cap and cut to
 N (`budget.py`); the cap follows the sizes chosen lately, with room to grow.
@@ -25,7 +25,7 @@ drafts or not together. A batch lasts as long as its slowest row, so the row exp
 expectation N is chosen by; every row's tree and accepted length calibrate the head.
 
 What one (head, target, device, decoding settings, batch size) has learnt carries over to the next `generate` call
-in the same process (`AutoBudgetState`); the verify table is measured once per process (`cost_measurement.py`), and
+in the same process (`AutoBudgetState`); the verify table is measured once per process (`budget/measurement.py`), and
 measured again when the rounds' own times drift far from it.
 """
 
@@ -42,14 +42,14 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from ..modeling_jetspec import JetSpecDraftModel
-from .budget import AUTO_BUDGET
+from ...modeling_jetspec import JetSpecDraftModel
+from .policy import AUTO_BUDGET
 from .calibration import ConfidenceCalibration, TreeArrays
-from .cost_measurement import cost_signature, forget_verify_costs, measure_draft_seconds, verify_costs_for
-from .cost_model import RoundCosts
-from .options import GenerateOptions
-from .tree import DraftTree
-from .validation import TreeSettings
+from .measurement import cost_signature, forget_verify_costs, measure_draft_seconds, verify_costs_for
+from .costs import RoundCosts
+from ..options import GenerateOptions
+from ..tree import DraftTree
+from ..validation import TreeSettings
 
 # Sizes a round may verify: powers of two and the sizes half-way between them.
 BUCKET_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tree import DraftTree
+from ..tree import DraftTree
 
 # Where (a, b) may go: a sharper or flatter head than its own probabilities say, and a shift per tree level.
 SLOPE_RANGE = (0.2, 3.0)

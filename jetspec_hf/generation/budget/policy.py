@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .tree import DraftTree
+from ..tree import DraftTree
 
-# `tree_budget="auto"`: the size of each round's tree chosen by `auto_budget.AutoBudget`.
+# `tree_budget="auto"`: the size of each round's tree chosen by `budget.auto.AutoBudget`.
 AUTO_BUDGET = "auto"
 
 

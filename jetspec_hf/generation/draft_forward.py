@@ -14,7 +14,7 @@ about half as many, and reads no per-round mask or rotary table it could build o
   concatenating the whole cache, and the block's rows are simply not kept;
 - rotary tables and the block mask are built for a range of positions once and sliced each round.
 
-The model's own forward stays the reference (training, the stock DFlash path); `tests/generation/test_lean_head.py`
+The model's own forward stays the reference (training, the stock DFlash path); `tests/generation/test_draft_forward.py`
 holds this one to it.
 """
 
@@ -92,7 +92,7 @@ def _stacked_weights(head: JetSpecDraftModel) -> _StackedWeights:
     return entry[1]
 
 
-class LeanHeadState:
+class HeadKVCache:
     """Keys and values of a batch's context rows, per layer, in buffers that grow by doubling.
 
     Columns are shared by the batch's rows. A row that got fewer new context rows than another in the same call
@@ -187,7 +187,7 @@ class LeanHeadState:
         return 1.0 - sum(self.next_positions) / (self.batch_size * self.length)
 
 
-class LeanHead:
+class DraftForward:
     """Runs one head's drafting forward over its own context state, for a batch of sequences.
 
     Args:
@@ -211,9 +211,9 @@ class LeanHead:
         self._cos = self._sin = None  # rotary tables for positions [0, len)
         self._mask = None  # (block_size, capacity + block_size) additive block mask, context columns first
 
-    def new_state(self, batch_size: int = 1) -> LeanHeadState:
+    def new_state(self, batch_size: int = 1) -> HeadKVCache:
         weights = self.weights
-        return LeanHeadState(
+        return HeadKVCache(
             batch_size, len(weights.layers), weights.num_kv_heads, weights.head_dim, self.dtype, self.device
         )
 
@@ -253,7 +253,7 @@ class LeanHead:
         # Context columns end where the block's begin: slice so that exactly `context_length` precede it.
         return self._mask[:block_length, capacity - context_length : capacity + block_length]
 
-    def _attention_mask(self, state: LeanHeadState, block_length: int) -> torch.Tensor | None:
+    def _attention_mask(self, state: HeadKVCache, block_length: int) -> torch.Tensor | None:
         """The block mask, with each row's context holes hidden when there are any."""
         block_mask = self._block_mask(state.length, block_length)
         key_mask = state.key_mask(state.length + block_length)
@@ -264,7 +264,7 @@ class LeanHead:
         mask = hidden[:, None, None, :]
         return mask if block_mask is None else mask + block_mask
 
-    def _windowed_masks(self, state: LeanHeadState, mask: torch.Tensor | None, query_length: int) -> dict:
+    def _windowed_masks(self, state: HeadKVCache, mask: torch.Tensor | None, query_length: int) -> dict:
         """Per distinct window: `(first column, mask over columns [first, end))`. Without holes every row's
         columns sit at the same offsets from its next position, so columns no query can see are cut off (that
         is what makes a windowed head's cost stop growing with the context); with holes all columns are kept
@@ -293,7 +293,7 @@ class LeanHead:
         return states * cos + rotated * sin
 
     def add_context(
-        self, state: LeanHeadState, features: torch.Tensor, valid: torch.Tensor | None = None,
+        self, state: HeadKVCache, features: torch.Tensor, valid: torch.Tensor | None = None,
         counts: list[int] | None = None,
     ) -> None:
         """Project new context rows `(B, n, k*H)` and append their keys/values to every layer's buffers.
@@ -322,7 +322,7 @@ class LeanHead:
         counts = counts if counts is not None else [count] * batch
         state.next_positions = [position + added for position, added in zip(state.next_positions, counts)]
 
-    def draft(self, state: LeanHeadState, block_embeds: torch.Tensor) -> torch.Tensor:
+    def draft(self, state: HeadKVCache, block_embeds: torch.Tensor) -> torch.Tensor:
         """Final-normed hidden states `(B, Q, H)` of the blocks `(B, Q, H)` (anchor first) after each row's context.
 
         The block's keys and values are written after the context columns but not kept: `state.length` is unchanged.
@@ -362,4 +362,4 @@ class LeanHead:
         return F.rms_norm(hidden, (hidden_size,), weights.norm, weights.eps)
 
 
-__all__ = ["LeanHead", "LeanHeadState"]
+__all__ = ["DraftForward", "HeadKVCache"]

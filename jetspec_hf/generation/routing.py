@@ -21,11 +21,11 @@ from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTra
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
-from .auto_budget import auto_budget_policy
+from .budget.auto import auto_budget_policy
 from .budget import AUTO_BUDGET
 from .capture import has_capture_hooks, install_capture_hooks
 from .options import GenerateOptions, check_generation_options, check_static_cache_room, prompt_batch_size
-from .tree_decoding import tree_decoding
+from .loop import tree_decoding
 from .validation import (
     TREE_SETTING_NAMES,
     check_head_fits_target,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jetspec_hf.generation.cost_model import RoundCosts, VerifyCosts
+from jetspec_hf.generation.budget.costs import RoundCosts, VerifyCosts
 
 NODES = (1, 2, 4, 8, 16)
 

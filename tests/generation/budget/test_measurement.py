@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import jetspec_hf
-from jetspec_hf.generation import cost_measurement
-from jetspec_hf.generation.cost_measurement import (
+from jetspec_hf.generation.budget import measurement as cost_measurement
+from jetspec_hf.generation.budget.measurement import (
     COST_CACHE_ENV,
     forget_verify_costs,
     measure_draft_seconds,
@@ -17,7 +17,7 @@ from jetspec_hf.generation.cost_measurement import (
     remember_verify_costs,
     verify_costs_for,
 )
-from jetspec_hf.generation.cost_model import MEASURED_NODE_COUNTS, VerifyCosts
+from jetspec_hf.generation.budget.costs import MEASURED_NODE_COUNTS, VerifyCosts
 from tiny_models import random_prompt, tiny_head, tiny_target
 
 CPU = torch.device("cpu")
