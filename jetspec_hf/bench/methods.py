@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from transformers import CompileConfig, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 
-from ..generation.validation import resolve_tree_settings
+from ..generation.settings import resolve_tree_settings
 from .prompts import PromptBatch
 
 from .options import DEFAULT_METHOD_GROUPS, METHOD_GROUPS  # noqa: E402  (defined where the CLI reads them)

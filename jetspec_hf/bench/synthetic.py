@@ -37,7 +37,9 @@ import torch
 from ..generation import enable
 from ..generation.budget.measurement import measure_verify_costs
 from ..generation.profiling import ROUND_STAGES, RoundProfiler
-from ..generation.validation import check_target_supported, resolve_tree_settings
+from ..generation.checks import check_target_supported
+from ..generation.tree_attention import install_tree_attention
+from ..generation.settings import resolve_tree_settings
 from .compilation import compiled
 from .host_syncs import CudaSyncCounter, HostReadCounter, RoundSyncCounter
 from .loading import DTYPES, describe_environment
@@ -168,7 +170,8 @@ class _Run:
         _log(f"[{self.clock.elapsed:5.0f} s] {variant['name']}")
         try:
             self.target.set_attn_implementation(attention)
-            check_target_supported(self.target)  # wraps the newly chosen backend for tree verification
+            install_tree_attention()  # the newly chosen backend gets its tree routing
+            check_target_supported(self.target)
             with compiled(self.target, compile_mode, self.args.compile_backend) as setup:
                 variant["compiled"] = setup.description
                 self.generation_settings = setup.generation_settings

@@ -23,7 +23,7 @@ from ..generation.capture import TappedLayerCapture
 from ..generation.drafting import HeadDrafter
 from ..generation.tree import DepthCandidates, DraftTree, build_tree
 from ..generation.loop import tree_decoding
-from ..generation.validation import resolve_tree_settings
+from ..generation.settings import resolve_tree_settings
 from ..generation.verification import prefill, verify_tree
 from .measure import synchronize
 from .methods import greedy_config

@@ -23,7 +23,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from ..configuration_jetspec import JetSpecConfig
-from ..generation.validation import check_head_fits_target
+from ..generation.checks import check_head_fits_target
 from ..modeling_jetspec import JetSpecDraftModel
 
 

@@ -41,11 +41,11 @@ from .drafting import MAX_HOLE_FRACTION, HeadDrafter
 from .grammar import row_grammar
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
-from .profiling import RoundProfiler, stage
 from .per_row import criteria_for_rows, processors_for_rows
+from .profiling import RoundProfiler, stage
 from .rows import BatchStopping, DecodingRow, DepthCap, batch_sequences
+from .settings import TreeSettings
 from .tree import DraftTree, batch_depth_candidates, build_tree
-from .validation import TreeSettings
 from .verification import prefill, verify_trees
 
 logger = logging.get_logger(__name__)

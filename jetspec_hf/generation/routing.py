@@ -21,20 +21,22 @@ from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTra
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from ..modeling_jetspec import JetSpecDraftModel
-from .budget.auto import auto_budget_policy
 from .budget import AUTO_BUDGET
+from .budget.auto import auto_budget_policy
 from .capture import has_capture_hooks, install_capture_hooks
-from .options import GenerateOptions, check_generation_options, check_static_cache_room, prompt_batch_size
-from .loop import tree_decoding
-from .validation import (
-    TREE_SETTING_NAMES,
+from .checks import (
+    check_generation_options,
     check_head_fits_target,
     check_sliding_window,
+    check_static_cache_room,
     check_target_supported,
-    resolve_tree_settings,
+    prompt_batch_size,
     sliding_window_of,
     warn_on_head_placement,
 )
+from .loop import tree_decoding
+from .settings import TREE_SETTING_NAMES, GenerateOptions, resolve_tree_settings
+from .tree_attention import install_tree_attention
 
 # Generation settings this package consumes itself instead of handing them to `GenerationMixin.generate`.
 _CONSUMED_SETTINGS = (*TREE_SETTING_NAMES, "prompt_lookup_num_tokens", "stop_strings")
@@ -93,6 +95,7 @@ def enable(target: PreTrainedModel) -> PreTrainedModel:
     Returns:
         The same `target`, for chaining.
     """
+    install_tree_attention()
     check_target_supported(target)
     if not is_enabled(target):
         target.generate = TreeRoutingGenerate(target)
@@ -142,6 +145,8 @@ def generate_with_draft_head(
     """
     if kwargs.get("custom_generate") is not None:
         raise ValueError("`custom_generate` cannot be combined with a JetSpec `assistant_model`.")
+    # A backend chosen or registered since `enable` (`set_attn_implementation`) gets its tree routing too.
+    install_tree_attention()
     check_target_supported(target)
     check_head_fits_target(draft_head, target)
     setting_kwargs = {name: kwargs.pop(name) for name in _CONSUMED_SETTINGS if name in kwargs}

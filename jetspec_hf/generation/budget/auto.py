@@ -43,13 +43,12 @@ import torch
 from transformers import PreTrainedModel
 
 from ...modeling_jetspec import JetSpecDraftModel
-from .policy import AUTO_BUDGET
-from .calibration import ConfidenceCalibration, TreeArrays
-from .measurement import cost_signature, forget_verify_costs, measure_draft_seconds, verify_costs_for
-from .costs import RoundCosts
-from ..options import GenerateOptions
+from ..settings import GenerateOptions, TreeSettings
 from ..tree import DraftTree
-from ..validation import TreeSettings
+from .calibration import ConfidenceCalibration, TreeArrays
+from .costs import RoundCosts
+from .measurement import cost_signature, forget_verify_costs, measure_draft_seconds, verify_costs_for
+from .policy import AUTO_BUDGET
 
 # Sizes a round may verify: powers of two and the sizes half-way between them.
 BUCKET_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)

@@ -19,9 +19,9 @@ from jetspec_hf.generation.budget.auto import (
 )
 from jetspec_hf.generation.budget.calibration import ConfidenceCalibration, TreeArrays, held_acceptance, path_probabilities
 from jetspec_hf.generation.budget.costs import RoundCosts, VerifyCosts
-from jetspec_hf.generation.options import GenerateOptions
+from jetspec_hf.generation.settings import GenerateOptions
 from jetspec_hf.generation.tree import DraftTree, build_tree, depth_candidates
-from jetspec_hf.generation.validation import resolve_tree_settings
+from jetspec_hf.generation.settings import resolve_tree_settings
 from tiny_models import random_prompt, tiny_head, tiny_target
 
 NODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)

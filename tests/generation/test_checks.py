@@ -11,10 +11,10 @@ from tiny_models import random_prompt, refuse_forwards, tiny_head, tiny_target
 @pytest.mark.parametrize(
     "head_overrides, message",
     [
-        (dict(hidden_size=32, head_dim=8), "hidden_size"),
-        (dict(vocab_size=100), "vocab_size"),
-        (dict(target_layer_ids=[1, 7]), "taps target layers"),
-        (dict(num_target_layers=12), "12 layers"),
+        (dict(hidden_size=32, head_dim=8), "does not fit this target: hidden size 32 where the target has 64"),
+        (dict(vocab_size=100), "vocabulary of 100 tokens where the target has 96"),
+        (dict(target_layer_ids=[1, 7]), "taps target layers \\[7\\]"),
+        (dict(num_target_layers=12), "trained for a 12-layer target"),
     ],
 )
 def test_head_that_does_not_fit_the_target(pair, monkeypatch, head_overrides, message):
