@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .report import _format
 
-# The issue's targets (issue 11). The host-sync count holds on any device; the two timing goals are about a GPU.
+# The goals the report checks. The host-sync count holds on any device; the two timing goals are about a GPU.
 MAX_HOST_SYNCS_PER_ROUND = 2
 MAX_OVERHEAD_OVER_VERIFY = 0.10
 OVERHEAD_GOAL_BUDGET = 64

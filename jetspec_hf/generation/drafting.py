@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
+from .cache import cache_length, draft_context_of
 from .draft_forward import DraftForward, HeadKVCache
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -171,4 +175,39 @@ class HeadDrafter:
 MAX_HOLE_FRACTION = 0.25
 
 
-__all__ = ["DraftContext", "HeadDrafter", "MAX_HOLE_FRACTION"]
+def resume_from_cache(cache, drafter: HeadDrafter, head: JetSpecDraftModel, input_ids: torch.Tensor) -> int:
+    """Continue from a cache passed in by the caller; returns how many leading columns of `input_ids` it holds.
+
+    A cache returned by an earlier tree-decoding call with this head carries the head's context too, and both
+    continue. Any other non-empty cache (plain decoding's, or one extended since) continues for the target, and the
+    head drafts from the new tokens only.
+    """
+    cached_length = cache_length(cache)
+    if cached_length == 0:
+        return 0
+    if cached_length >= input_ids.shape[1]:
+        raise ValueError(
+            f"The passed cache already holds {cached_length} positions but the input has {input_ids.shape[1]} "
+            "tokens: pass `input_ids` that extend the cached sequence by at least one token (the full sequence, as "
+            "for plain `generate`)."
+        )
+    context = draft_context_of(cache)
+    if context is not None and context.tokens:
+        known = min(len(context.tokens), cached_length)
+        if input_ids[0, :known].tolist() != context.tokens[:known]:
+            raise ValueError(
+                "The passed cache was built for another sequence: its tokens differ from the start of `input_ids`. "
+                "Pass the full sequence the cache was returned with (e.g. `out.sequences` plus the new tokens)."
+            )
+    if context is not None and context.belongs_to(head) and len(context.tokens) == cached_length:
+        drafter.resume(context)
+    else:
+        logger.warning_once(
+            "JetSpec: the passed cache carries no draft-head context for its cached positions (it was not returned by "
+            "a tree-decoding call with this head, or was extended since). The target continues from the cache; the "
+            "head drafts from the new tokens only, which can lower acceptance in this call."
+        )
+    return cached_length
+
+
+__all__ = ["DraftContext", "HeadDrafter", "MAX_HOLE_FRACTION", "resume_from_cache"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .tree import ExtraBranch
+from .tree import DraftTree, ExtraBranch
 
 # Longest match first: a 3-token match predicts better than a 2- or 1-token one.
 NGRAM_SIZES = (3, 2, 1)
@@ -81,5 +81,31 @@ class PromptLookup:
         self.proposed += proposed
         self.accepted += accepted
 
+    def observe_round(self, tree: DraftTree, branch: ExtraBranch | None, committed_tokens: list[int]) -> int:
+        """After a round: learn how the branch fared and index the committed tokens; returns how many branch tokens
+        the target accepted."""
+        decided, accepted = branch_outcome(tree, branch, committed_tokens)
+        self.record(decided, accepted)
+        self.extend(committed_tokens)
+        return accepted
 
-__all__ = ["NGRAM_SIZES", "PromptLookup"]
+
+def branch_outcome(tree: DraftTree, branch: ExtraBranch | None, committed_tokens: list[int]) -> tuple[int, int]:
+    """(branch tokens the target decided on, how many of them it accepted) for the lookup's acceptance estimate."""
+    if branch is None:
+        return 0, 0
+    children, node, in_tree = tree.children(), 0, 0
+    for token in branch.tokens:
+        node = children[node].get(token)
+        if node is None:
+            break
+        in_tree += 1
+    accepted = 0
+    for token, drafted in zip(committed_tokens, branch.tokens[:in_tree]):
+        if token != drafted:
+            break
+        accepted += 1
+    return min(accepted + 1, in_tree), accepted
+
+
+__all__ = ["NGRAM_SIZES", "PromptLookup", "branch_outcome"]

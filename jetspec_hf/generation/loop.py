@@ -20,7 +20,6 @@ from contextlib import nullcontext
 
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
-from transformers.utils import logging
 
 from ..modeling_jetspec import JetSpecDraftModel
 from .acceptance import walk_trees
@@ -29,7 +28,6 @@ from .cache import (
     attach_draft_context,
     cache_length,
     compact_cache,
-    draft_context_of,
     keep_accepted_paths,
     padded_paths,
     prepare_static_cache,
@@ -37,7 +35,7 @@ from .cache import (
     static_capacity,
 )
 from .capture import TappedLayerCapture
-from .drafting import MAX_HOLE_FRACTION, HeadDrafter
+from .drafting import MAX_HOLE_FRACTION, HeadDrafter, resume_from_cache
 from .grammar import row_grammar
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
@@ -47,9 +45,6 @@ from .rows import BatchStopping, DecodingRow, DepthCap, batch_sequences
 from .settings import TreeSettings
 from .tree import DraftTree, batch_depth_candidates, build_tree
 from .verification import prefill, verify_trees
-
-logger = logging.get_logger(__name__)
-
 
 def tree_decoding(
     model: PreTrainedModel,
@@ -98,7 +93,7 @@ def tree_decoding(
         draft_head, model.get_input_embeddings(), model.get_output_embeddings(), batch_size=batch_size,
         draft_window=tree_settings.draft_window,
     )
-    cached_length = _resume(cache, drafter, draft_head, input_ids) if batch_size == 1 else 0
+    cached_length = resume_from_cache(cache, drafter, draft_head, input_ids) if batch_size == 1 else 0
     prepare_static_cache(cache, model, batch_size)
     capacity = static_capacity(cache)
     verify_forward = _compiled_verify(model, model_kwargs, generation_config)
@@ -137,9 +132,7 @@ def tree_decoding(
                     drafter.add_context(features, new_valid, new_counts)
                 # The prefill's last column is a one-node "tree" rooted at each row's last prompt token.
                 roots = [DraftTree.root_only(int(token)) for token in input_ids[:, -1].tolist()]
-                walks = walk_trees(roots, logits[:, None], [row.ids for row in rows],
-                                   [row.processors for row in rows], generation_config.do_sample, keep_scores,
-                                   keep_logits, [row.node_scorer for row in rows])
+                walks = _walk(rows, roots, logits[:, None], generation_config, keep_scores, keep_logits)
                 for row, walk in zip(rows, walks):
                     row.commit(walk, streamer)
                     if row.lookup is not None:
@@ -172,18 +165,14 @@ def tree_decoding(
                         bucket_limit=capacity - prefix_length if verify_forward is not None else None,
                     )
                 with stage(round_profiler, "accept", device):
-                    walks = walk_trees(trees, node_logits, [row.ids for row in rows],
-                                       [row.processors for row in rows], generation_config.do_sample, keep_scores,
-                                       keep_logits, [row.node_scorer for row in rows])
+                    walks = _walk(rows, trees, node_logits, generation_config, keep_scores, keep_logits)
                     expected = policy.observe(trees, [len(walk.path) - 1 for walk in walks])
                     kept_paths = []
                     for index, (row, tree, walk, branch) in enumerate(zip(rows, trees, walks, branches)):
                         committed = row.commit(walk, streamer, stop=stopping.checks_rules(row))
                         lookup_accepted = None
                         if row.lookup is not None:
-                            decided, lookup_accepted = _branch_outcome(tree, branch, row.last_tokens)
-                            row.lookup.record(decided, lookup_accepted)
-                            row.lookup.extend(row.last_tokens)
+                            lookup_accepted = row.lookup.observe_round(tree, branch, row.last_tokens)
                         row.record_round(tree, committed, lookup_accepted,
                                          None if expected is None else expected[index])
                         # Keep the root and the accepted nodes whose tokens were committed before any stop: the
@@ -220,6 +209,12 @@ def tree_decoding(
     if not generation_config.return_dict_in_generate:
         return sequences
     return _output(all_rows, sequences, returned_cache, keep_scores, keep_logits)
+
+
+def _walk(rows, trees, node_logits, generation_config, keep_scores: bool, keep_logits: bool):
+    """Every row's walk of its verified tree (the prefill's last column is a root-only tree)."""
+    return walk_trees(trees, node_logits, [row.ids for row in rows], [row.processors for row in rows],
+                      generation_config.do_sample, keep_scores, keep_logits, [row.node_scorer for row in rows])
 
 
 def _compiled_verify(model, model_kwargs: dict, generation_config: GenerationConfig):
@@ -353,59 +348,6 @@ def _expected_accepted(rows, single: bool):
     if all(values is None for values in expected):
         return None
     return expected[0] if single else expected
-
-
-def _branch_outcome(tree: DraftTree, branch, committed_tokens: list[int]) -> tuple[int, int]:
-    """(branch tokens the target decided on, how many of them it accepted) for the lookup's acceptance estimate."""
-    if branch is None:
-        return 0, 0
-    children, node, in_tree = tree.children(), 0, 0
-    for token in branch.tokens:
-        node = children[node].get(token)
-        if node is None:
-            break
-        in_tree += 1
-    accepted = 0
-    for token, drafted in zip(committed_tokens, branch.tokens[:in_tree]):
-        if token != drafted:
-            break
-        accepted += 1
-    return min(accepted + 1, in_tree), accepted
-
-
-def _resume(cache, drafter: HeadDrafter, head: JetSpecDraftModel, input_ids: torch.Tensor) -> int:
-    """Continue from a cache passed in by the caller; returns how many leading columns of `input_ids` it holds.
-
-    A cache returned by an earlier tree-decoding call with this head carries the head's context too, and both
-    continue. Any other non-empty cache (plain decoding's, or one extended since) continues for the target, and the
-    head drafts from the new tokens only.
-    """
-    cached_length = cache_length(cache)
-    if cached_length == 0:
-        return 0
-    if cached_length >= input_ids.shape[1]:
-        raise ValueError(
-            f"The passed cache already holds {cached_length} positions but the input has {input_ids.shape[1]} "
-            "tokens: pass `input_ids` that extend the cached sequence by at least one token (the full sequence, as "
-            "for plain `generate`)."
-        )
-    context = draft_context_of(cache)
-    if context is not None and context.tokens:
-        known = min(len(context.tokens), cached_length)
-        if input_ids[0, :known].tolist() != context.tokens[:known]:
-            raise ValueError(
-                "The passed cache was built for another sequence: its tokens differ from the start of `input_ids`. "
-                "Pass the full sequence the cache was returned with (e.g. `out.sequences` plus the new tokens)."
-            )
-    if context is not None and context.belongs_to(head) and len(context.tokens) == cached_length:
-        drafter.resume(context)
-    else:
-        logger.warning_once(
-            "JetSpec: the passed cache carries no draft-head context for its cached positions (it was not returned by "
-            "a tree-decoding call with this head, or was extended since). The target continues from the cache; the "
-            "head drafts from the new tokens only, which can lower acceptance in this call."
-        )
-    return cached_length
 
 
 __all__ = ["tree_decoding"]

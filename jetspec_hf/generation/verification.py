@@ -16,7 +16,8 @@ from transformers.cache_utils import Cache
 from .cache import static_capacity
 from .capture import TappedLayerCapture
 from .tree import DraftTree
-from .tree_attention import TREE_MASK_KWARG, TreeAttentionMask, routes_tree_attention
+from .tree_attention import TREE_MASK_KWARG, routes_tree_attention
+from .tree_mask import TreeAttentionMask
 
 
 # A 4D mask makes transformers' mask builders return it untouched (no causal mask is built for the verify); the

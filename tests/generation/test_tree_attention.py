@@ -17,12 +17,12 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 from jetspec_hf.generation import tree_attention as tree_attention_module
 from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.tree_attention import (
-    TreeAttentionMask,
     install_tree_attention,
     routes_tree_attention,
     tree_attention_forward,
     uninstall_tree_attention,
 )
+from jetspec_hf.generation.tree_mask import TreeAttentionMask
 
 # ------------------------------------------------------------------------------------------------------ helpers
 
