@@ -85,7 +85,7 @@ class AcceptanceSchedule:
 
 
 class OracleDrafter:
-    """A `HeadDrafter` stand-in for `tree_decoding(..., drafter=...)` that forces each round's acceptance.
+    """A `Drafter` for `tree_decoding(..., drafter=...)` that forces each round's acceptance.
 
     Args:
         drafter: the real head's drafter; its forward runs every round and its context is the oracle's.
@@ -105,22 +105,10 @@ class OracleDrafter:
         self.schedule = schedule
         self.planted: list[int] = []
 
-    # What the loop reads of a drafter besides `draft`, answered by the real one.
+    # The rest of the `Drafter` contract, answered by the real one.
     @property
     def causal(self) -> bool:
         return self.drafter.causal
-
-    @property
-    def block_size(self) -> int:
-        return self.drafter.block_size
-
-    @property
-    def state(self):
-        return self.drafter.state
-
-    @property
-    def pending(self) -> list:
-        return self.drafter.pending
 
     def add_context(self, features: torch.Tensor, valid=None, counts=None) -> None:
         self.drafter.add_context(features, valid, counts)

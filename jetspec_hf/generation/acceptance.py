@@ -94,21 +94,6 @@ def walk_trees(
     return walks
 
 
-def walk_tree(
-    tree: DraftTree,
-    node_logits: torch.Tensor,
-    committed_ids: torch.Tensor,
-    logits_processor: LogitsProcessorList,
-    do_sample: bool,
-    keep_scores: bool = False,
-    keep_logits: bool = False,
-) -> TreeWalk:
-    """`walk_trees` for one tree, with its logits `(N, V)`."""
-    return walk_trees(
-        [tree], node_logits[None], [committed_ids], [logits_processor], do_sample, keep_scores, keep_logits
-    )[0]
-
-
 def _walk_chosen(tree: DraftTree, chosen: list[int]) -> TreeWalk:
     """The walk when the target's token at every node is known up front."""
     children = tree.children()
@@ -146,4 +131,4 @@ def _walk_in_order(tree, node_logits, committed_ids, logits_processor, do_sample
     return TreeWalk(path=path, tokens=tokens, scores=scores_kept, logits=logits_kept)
 
 
-__all__ = ["NodeScorer", "TreeWalk", "walk_tree", "walk_trees"]
+__all__ = ["NodeScorer", "TreeWalk", "walk_trees"]

@@ -80,11 +80,6 @@ def compaction_order(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, torch.arange(kept, device=valid.device)[None, :] < counts[:, None]
 
 
-def keep_accepted_path(cache: Cache, prefix_length: int, path: list[int]) -> None:
-    """`keep_accepted_paths` for a batch of one."""
-    keep_accepted_paths(cache, prefix_length, [path])
-
-
 def select_cache_rows(cache: Cache, rows: list[int]) -> None:
     """Keep only these batch rows of `cache` (finished sequences leave the batch)."""
     cache.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
@@ -128,7 +123,6 @@ __all__ = [
     "compaction_order",
     "padded_paths",
     "draft_context_of",
-    "keep_accepted_path",
     "keep_accepted_paths",
     "select_cache_rows",
 ]

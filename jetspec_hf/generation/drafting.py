@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -59,8 +60,41 @@ class DraftContext:
         return self.head is not None and self.head() is head
 
 
+class Drafter(Protocol):
+    """What the loop asks of whatever drafts each round: the head's `HeadDrafter`, or a stand-in (the benchmarks'
+    oracle). As transformers' `CandidateGenerator` does for assisted decoding, this states the whole contract.
+
+    Every tensor has a batch dimension: row `b` is the `b`-th sequence still being decoded.
+
+    Attributes:
+        causal: whether a block row sees only earlier block rows; the loop then drafts only as deep as the tree can
+            use (`rows.DepthCap`).
+    """
+
+    causal: bool
+
+    def add_context(self, features: torch.Tensor, valid: torch.Tensor | None = None,
+                    counts: list[int] | None = None) -> None:
+        """Take the tapped target features `(B, n, k*H)` of positions just committed, in order (`valid` `(B, n)`:
+        which rows each sequence really has; `counts`: how many)."""
+
+    def draft(self, anchors: torch.Tensor, depth: int) -> torch.Tensor:
+        """Per-depth logits `(B, depth, V)` over the target's vocabulary for the blocks that start at `anchors`
+        `(B, 1)`; row `d - 1` scores the token at depth `d`."""
+
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these batch rows (finished sequences leave the batch)."""
+
+    def context(self, tokens: list[int]) -> DraftContext:
+        """What to carry on the returned cache so that a later call over the same sequence (`tokens`) continues."""
+
+    def resume(self, context: DraftContext) -> None:
+        """Continue from a context that `context` returned for this drafter's head."""
+
+
 class HeadDrafter:
-    """Runs a JetSpec head for one generation (or one conversation), keeping its context across rounds.
+    """The `Drafter` of a JetSpec head: runs it for one generation (or one conversation), keeping its context
+    across rounds.
 
     Target features of newly committed positions are queued with `add_context`; the next `draft` projects only
     those rows into the head's context state, then runs the block on top of it (`DraftForward`, the model's forward in
@@ -210,4 +244,4 @@ def resume_from_cache(cache, drafter: HeadDrafter, head: JetSpecDraftModel, inpu
     return cached_length
 
 
-__all__ = ["DraftContext", "HeadDrafter", "MAX_HOLE_FRACTION", "resume_from_cache"]
+__all__ = ["DraftContext", "Drafter", "HeadDrafter", "MAX_HOLE_FRACTION", "resume_from_cache"]

@@ -35,7 +35,7 @@ from .cache import (
     static_capacity,
 )
 from .capture import TappedLayerCapture
-from .drafting import MAX_HOLE_FRACTION, HeadDrafter, resume_from_cache
+from .drafting import MAX_HOLE_FRACTION, Drafter, HeadDrafter, resume_from_cache
 from .grammar import row_grammar
 from .lookup import PromptLookup
 from .outputs import JetSpecGenerateOutput
@@ -58,7 +58,7 @@ def tree_decoding(
     streamer=None,
     round_profiler: RoundProfiler | None = None,
     budget_policy: BudgetPolicy | None = None,
-    drafter: HeadDrafter | None = None,
+    drafter: Drafter | None = None,
     **model_kwargs,
 ) -> JetSpecGenerateOutput | torch.LongTensor:
     """Tree speculative decoding of a batch; output identical to plain `generate` (see the module doc).
@@ -73,7 +73,8 @@ def tree_decoding(
         round_profiler: optional stage timer (see `RoundProfiler`).
         budget_policy: how many nodes each round verifies, for all rows at once (default: `tree_settings.budget`
             every round).
-        drafter: what drafts each block (default: a `HeadDrafter` of `draft_head`; benchmarks pass stand-ins).
+        drafter: what drafts each block, a `Drafter` (default: a `HeadDrafter` of `draft_head`; benchmarks pass
+            stand-ins).
         model_kwargs: `cache`, `attention_mask`, ... prepared by `generate`.
     """
     # Plain decoding returns int64 ids whatever the prompt's integer type (its new tokens are int64).

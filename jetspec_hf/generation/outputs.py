@@ -1,4 +1,16 @@
-"""Output type of tree decoding."""
+"""Output type of tree decoding, and the words the package uses for what happens in a round.
+
+Glossary:
+    round: one draft → tree → verify → accept → cache update cycle; each costs one target forward.
+    anchor: a row's last committed token, not yet in the target's cache; the root of the row's next tree.
+    node: one token of a round's tree; node 0 is the root (the anchor). Verifying a tree runs every node at once.
+    path: the nodes from the root to a node; a node's prefix is the committed tokens plus its path.
+    accepted: draft tokens the target's own choices confirmed along one path in a round (the root is not counted).
+    committed: tokens a round appends to the output: the accepted draft tokens, then the target's own next token
+        (the correction, or the bonus token when every node of the path was accepted), cut where plain decoding
+        would stop. Committed = accepted + 1 except in the round a stopping rule ends.
+    τ: mean committed tokens per round.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +25,9 @@ class JetSpecGenerateOutput(GenerateDecoderOnlyOutput):
 
     Attributes:
         accepted_lengths (`list[int]`):
-            Tokens committed in each verify round, correction included (the last round counts only tokens kept
-            before a stop). Their mean is τ, the accepted tokens per round.
+            Tokens committed in each verify round (see the glossary: the accepted draft tokens plus the target's own
+            token; the last round counts only tokens kept before a stop). Their mean is τ. The name follows the
+            convention of speculative-decoding papers, where the correction counts as accepted.
         tree_sizes (`list[int]`):
             Nodes in each round's tree, root included (= tokens the target verified in that round).
         lookup_lengths (`list[int]`, *optional*):

@@ -1,8 +1,15 @@
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-from jetspec_hf.generation.acceptance import walk_tree
+from jetspec_hf.generation.acceptance import walk_trees
 from jetspec_hf.generation.tree import DraftTree
+
+
+def walk_tree(tree, node_logits, committed_ids, logits_processor, do_sample, keep_scores=False, keep_logits=False):
+    """`walk_trees` for one tree, with its logits `(N, V)`."""
+    return walk_trees([tree], node_logits[None], [committed_ids], [logits_processor], do_sample, keep_scores,
+                      keep_logits)[0]
+
 
 # root(5) ─┬─ 6 ── 8
 #          └─ 7

@@ -5,6 +5,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 import jetspec_hf
+from jetspec_hf.bench.synthetic_measure import oracle_generation
 from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
 
 PROMPTS = [(seed, length) for seed, length in zip(range(6), (1, 2, 5, 9, 16, 33))]
@@ -18,6 +19,27 @@ def _pair(attn_implementation="sdpa", moe=False, causal=True):
 @pytest.fixture(scope="module")
 def dense_pair():
     return _pair()
+
+
+@pytest.mark.parametrize("budget", [4, 16])
+@pytest.mark.parametrize("max_new_tokens", [6, 25])
+def test_greedy_equals_plain_when_drafts_are_accepted(dense_pair, budget, max_new_tokens):
+    # A random head is almost always wrong, so equality alone would pass a loop that rejects every draft. Here the
+    # drafts are planted with the target's own greedy continuation (the benchmarks' oracle), a few depths deep each
+    # round, and the output must still be plain decoding's while most rounds accept several tokens.
+    target, head = dense_pair
+    for seed, length in PROMPTS[1:4]:
+        prompt = random_prompt(seed, length)
+        plain = target.generate(prompt, do_sample=False, max_new_tokens=max_new_tokens)
+        reference = target.generate(prompt, do_sample=False, max_new_tokens=max_new_tokens + 20)
+        got = oracle_generation(target, head, prompt, reference, budget, acceptance=[0.9, 0.8, 0.7],
+                                max_new_tokens=max_new_tokens)
+        assert torch.equal(got.sequences, plain)
+        assert sum(got.accepted_lengths) / len(got.accepted_lengths) >= 2.0
+        # Every round commits what was planted (its accepted draft tokens) plus the target's own token, except the
+        # last, which stops at max_new_tokens.
+        assert all(committed == min(planted, budget - 1) + 1
+                   for committed, planted in zip(got.accepted_lengths[:-1], got.planted))
 
 
 @pytest.mark.parametrize("budget", [1, 8, 64, "auto"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
-from jetspec_hf.generation.cache import keep_accepted_path
+from jetspec_hf.generation.cache import keep_accepted_paths
 from jetspec_hf.generation.capture import TappedLayerCapture, install_capture_hooks
 from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.verification import prefill, verify_tree
@@ -52,7 +52,7 @@ def test_cache_compaction_keeps_exactly_the_accepted_path():
         prefill(target, prefix, cache, capture)
         verify_tree(target, TREE, prefix.shape[1], cache, capture, prefix.device)
     accepted = [0, 1, 3, 5]  # 11 → 20 → 30 → 40, not in contiguous slots
-    keep_accepted_path(cache, prefix.shape[1], accepted)
+    keep_accepted_paths(cache, prefix.shape[1], [accepted])
 
     reference = DynamicCache(config=target.config)
     path_ids = torch.tensor([[TREE.tokens[n] for n in accepted]])
