@@ -9,14 +9,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..generation.profiling import RoundProfiler
+from ..devices import synchronize
 from .methods import Method
 from .prompts import PromptBatch
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels, so that a host timer read afterwards covers them (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class ForwardCounter:

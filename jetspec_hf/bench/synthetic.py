@@ -32,6 +32,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..generation import enable
@@ -100,12 +101,7 @@ def _variant_name(attention: str, compile_mode: str) -> str:
 def _interpolated(timings: dict[int, float], nodes: float) -> float:
     """Verify ms at `nodes` nodes, linear between the measured node counts (clamped at the ends)."""
     points = sorted(timings.items())
-    if nodes <= points[0][0]:
-        return points[0][1]
-    for (low_nodes, low_ms), (high_nodes, high_ms) in zip(points, points[1:]):
-        if nodes <= high_nodes:
-            return low_ms + (high_ms - low_ms) * (nodes - low_nodes) / (high_nodes - low_nodes)
-    return points[-1][1]
+    return float(np.interp(nodes, [count for count, _ in points], [ms for _, ms in points]))
 
 
 class _Run:

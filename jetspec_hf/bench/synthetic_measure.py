@@ -25,7 +25,7 @@ from ..generation.tree import DepthCandidates, DraftTree, build_tree
 from ..generation.loop import tree_decoding
 from ..generation.settings import resolve_tree_settings
 from ..generation.verification import prefill, verify_tree
-from .measure import synchronize
+from ..devices import synchronize
 from .methods import greedy_config
 from .oracle import AcceptanceSchedule, OracleDrafter
 

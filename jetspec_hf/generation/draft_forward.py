@@ -24,6 +24,7 @@ import weakref
 
 import torch
 import torch.nn.functional as F
+from transformers.models.qwen3.modeling_qwen3 import rotate_half
 
 from ..modeling_jetspec import JetSpecDraftModel, windowed_attention_mask
 from .cache import compaction_order
@@ -79,17 +80,15 @@ class _StackedWeights:
         return [parameter._version for parameter in head.parameters()] != self.versions
 
 
-# Stacked weights per head, so that every generate call with the same head reuses them.
-_STACKED: dict[int, tuple] = {}
+# Stacked weights per head, so that every generate call with the same head reuses them (dropped with the head).
+_STACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _stacked_weights(head: JetSpecDraftModel) -> _StackedWeights:
-    entry = _STACKED.get(id(head))
-    if entry is None or entry[0]() is not head or entry[1].stale(head):
-        stacked = _StackedWeights(head)
-        _STACKED[id(head)] = (weakref.ref(head, lambda _, key=id(head): _STACKED.pop(key, None)), stacked)
-        return stacked
-    return entry[1]
+    stacked = _STACKED.get(head)
+    if stacked is None or stacked.stale(head):
+        stacked = _STACKED[head] = _StackedWeights(head)
+    return stacked
 
 
 class HeadKVCache:
@@ -288,9 +287,7 @@ class DraftForward:
     @staticmethod
     def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # states (B, heads, T, d); cos/sin broadcastable to it
-        half = states.shape[-1] // 2
-        rotated = torch.cat((-states[..., half:], states[..., :half]), dim=-1)
-        return states * cos + rotated * sin
+        return states * cos + rotate_half(states) * sin
 
     def add_context(
         self, state: HeadKVCache, features: torch.Tensor, valid: torch.Tensor | None = None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from transformers import LogitsProcessorList
 from transformers.generation import logits_process as lp
@@ -84,7 +85,7 @@ class RowGrammar:
         # no new one and keeps applying the last it filled, so this keeps it too.
         self.next_mask = self.fill(self.matcher)
         self._tree: DraftTree | None = None
-        self._tree_masks: list[torch.Tensor] = []
+        self._tree_masks: GrammarRanking | None = None
 
     @property
     def owns_walk(self) -> bool:
@@ -123,8 +124,8 @@ class RowGrammar:
         """The bitmasks `(N, W)` of `tree`'s nodes: the ranked tree's own, cut to `tree` (the budget policy and a
         static cache keep a prefix of its nodes), or the root's alone for a root-only tree."""
         grown = self._tree
-        if grown is not None and len(tree) <= len(self._tree_masks) and tree.tokens == grown.tokens[: len(tree)]:
-            return torch.stack(self._tree_masks[: len(tree)])
+        if grown is not None and len(tree) <= len(grown) and tree.tokens == grown.tokens[: len(tree)]:
+            return self._tree_masks.node_masks(len(tree))
         if len(tree) != 1:
             raise ValueError("RowGrammar.tree_masks needs this round's tree (the one `ranking` grew) or a root.")
         return self.next_mask[None]
@@ -151,63 +152,96 @@ class RowGrammar:
 class GrammarRanking:
     """A `tree.ChildRanking` that ranks each node's children among the tokens the grammar allows after its path.
 
-    Each node gets a forked matcher that has accepted its path; its children are the head's best tokens at the next
-    depth among those its bitmask allows, with log-probabilities renormalised over them. An extra branch (prompt
-    lookup) ends at its first token the grammar forbids.
+    Each node gets a forked matcher that has accepted its path, and its bitmask (one row of a buffer the tree's
+    nodes share); its children are the head's best tokens at the next depth among those the bitmask allows, with
+    log-probabilities renormalised over them. An extra branch (prompt lookup) ends at its first token the grammar
+    forbids. The ranking runs in numpy on the host: a node costs a few small array operations, where torch's
+    per-operation overhead would dominate at these sizes.
     """
 
     def __init__(self, grammar: RowGrammar, depth_logits: torch.Tensor, width: int):
         self.grammar = grammar
         self.depth = depth_logits.shape[0]
-        self.width = max(1, min(width, depth_logits.shape[1]))
-        self.log_probs = torch.log_softmax(depth_logits.float(), dim=-1)
+        self.vocab_size = depth_logits.shape[1]
+        self.width = max(1, min(width, self.vocab_size))
+        self.log_probs = torch.log_softmax(depth_logits.float(), dim=-1).cpu().numpy()
         self.tree: DraftTree | None = None
         self.matchers: list = []
-        self.masks: list[torch.Tensor] = []
-        self._renormalised: dict[int, torch.Tensor] = {}
+        self.masks = grammar._xgrammar.allocate_token_bitmask(_INITIAL_NODES, grammar.vocab_size)
+        self._rankings: dict[int, tuple[list[float], list[int], np.ndarray, float]] = {}
+
+    def _mask_row(self, node: int) -> torch.Tensor:
+        if node >= self.masks.shape[0]:
+            self.masks = torch.cat([self.masks, torch.empty_like(self.masks)])
+        return self.masks[node]
 
     def added(self, tree: DraftTree, node: int) -> None:
         grammar = self.grammar
         if node == 0:
             self.tree = tree
-            grammar._tree, grammar._tree_masks = tree, self.masks
+            grammar._tree, grammar._tree_masks = tree, self
             self.matchers.append(grammar.matcher)  # the root's state is the row's: children fork it, none changes it
-            self.masks.append(grammar.next_mask)
+            self._mask_row(0).copy_(grammar.next_mask)
             return
         parent = tree.parents[node]
         matcher = self.matchers[parent].fork()
         if not matcher.is_terminated() and not matcher.accept_token(tree.tokens[node]):
             raise RuntimeError(f"The grammar refused drafted token {tree.tokens[node]}, which its mask allowed.")
         self.matchers.append(matcher)
-        # A terminated grammar fills no new mask: the processor keeps applying the last one (the parent's).
-        self.masks.append(self.masks[parent] if matcher.is_terminated() else grammar.fill(matcher))
+        row = self._mask_row(node)
+        if matcher.is_terminated():
+            # A terminated grammar fills no new mask: the processor keeps applying the last one (the parent's).
+            row.copy_(self.masks[parent])
+        else:
+            matcher.fill_next_token_bitmask(self.masks, node)
 
-    def _legal_log_probs(self, node: int) -> torch.Tensor:
-        """The head's log-probabilities at the depth below `node`, renormalised over the tokens allowed there
-        (-inf elsewhere; all -inf when the head scores none of them)."""
-        if node not in self._renormalised:
-            depth = self.tree.depths[node]
-            scores = self.log_probs[depth].clone()[None]
-            mask = self.masks[node][None]
-            on_cpu = scores.device.type != "cuda"
-            masked = scores.cpu() if on_cpu else scores
-            self.grammar._xgrammar.apply_token_bitmask_inplace(masked, mask.to(masked.device))
-            # The allowed tokens' share of the head's probability (log-probabilities never overflow `exp`).
-            mass = float(masked[0].exp().sum())
-            self._renormalised[node] = masked[0] - math.log(mass) if mass > 0 else masked[0]
-        return self._renormalised[node]
+    def node_masks(self, count: int) -> torch.Tensor:
+        """The bitmasks `(count, W)` of the first `count` nodes."""
+        return self.masks[:count]
+
+    def _allowed(self, node: int) -> np.ndarray:
+        """Bool `(V,)`: the tokens node's bitmask allows (tokens past the bitmask are allowed, as
+        `xgrammar.apply_token_bitmask_inplace` leaves them unmasked). Bit `t % 32` of word `t // 32` is token `t`:
+        on a little-endian host the words' bytes unpack in token order."""
+        bits = np.unpackbits(self.masks[node].numpy().view(np.uint8), bitorder="little").view(bool)
+        if bits.shape[0] >= self.vocab_size:
+            return bits[: self.vocab_size]
+        return np.concatenate([bits, np.ones(self.vocab_size - bits.shape[0], dtype=bool)])
+
+    def _ranking(self, node: int):
+        """(renormalised log-probabilities of the best allowed children, their tokens, the masked log-probabilities
+        `(V,)`, the log of the allowed tokens' share of the head's probability)."""
+        if node not in self._rankings:
+            allowed = self._allowed(node)
+            row = self.log_probs[self.tree.depths[node]]
+            legal = np.where(allowed, row, -np.inf)
+            tokens = np.flatnonzero(allowed)
+            values = row[tokens]
+            mass = float(np.exp(values).sum())
+            log_mass = math.log(mass) if mass > 0 else 0.0
+            if tokens.shape[0] > self.width:
+                # Partition the allowed tokens only: a selection over thousands of tied -inf is slow.
+                best = np.argpartition(values, -self.width)[-self.width :]
+                tokens, values = tokens[best], values[best]
+            order = np.argsort(-values, kind="stable")
+            tokens, values = tokens[order], values[order]
+            keep = np.isfinite(values)
+            self._rankings[node] = ((values[keep] - log_mass).tolist(), tokens[keep].tolist(), legal, log_mass)
+        return self._rankings[node]
 
     def ranked_children(self, tree: DraftTree, node: int) -> tuple[list[float], list[int]]:
-        log_probs = self._legal_log_probs(node)
-        top = log_probs.topk(self.width)
-        values, tokens = top.values.tolist(), top.indices.tolist()
-        legal = sum(1 for value in values if value != float("-inf"))
-        return values[:legal], tokens[:legal]
+        values, tokens, _, _ = self._ranking(node)
+        return values, tokens
 
     def branch_log_prob(self, tree: DraftTree, parent: int, index: int, token: int) -> float | None:
         if not allows(self.masks[parent], token):
             return None
-        return float(self._legal_log_probs(parent)[token])
+        _, _, legal, log_mass = self._ranking(parent)
+        return float(legal[token]) - log_mass if token < legal.shape[0] else float("-inf")
+
+
+# Mask rows allocated per tree at first; doubled when a tree grows past them.
+_INITIAL_NODES = 64
 
 
 def allows(mask: torch.Tensor, token: int) -> bool:

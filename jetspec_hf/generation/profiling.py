@@ -8,6 +8,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from ..devices import synchronize
+
 # Stages of one round, in loop order; the prompt's prefill is accounted apart, once per generation. `compact` is a
 # batch's occasional squeezing of its cache holes.
 ROUND_STAGES = ("draft", "tree", "verify", "accept", "cache", "compact")
@@ -32,19 +34,14 @@ class RoundProfiler:
         """Adds `value` to counter `name` (what a batch's ragged acceptance wastes: see `tree_decoding`)."""
         self.counts[name] += value
 
-    @staticmethod
-    def _synchronize(device: torch.device) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     @contextmanager
     def _timed(self, device: torch.device, record):
-        self._synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._synchronize(device)
+            synchronize(device)
             record(time.perf_counter() - start)
 
     def stage(self, name: str, device: torch.device):

@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 from transformers.utils import logging
 
+from ...devices import synchronize
 from ...modeling_jetspec import JetSpecDraftModel
 from ..capture import TappedLayerCapture
 from .costs import MEASURED_NODE_COUNTS, VerifyCosts
@@ -189,20 +190,20 @@ def measure_draft_seconds(head: JetSpecDraftModel, target: PreTrainedModel, devi
     with torch.inference_mode():
         drafter.add_context(features)
         for _ in range(repeats + 1):
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             drafter.draft(anchor, head.config.block_size - 1)
-            _synchronize(device)
+            synchronize(device)
             seconds.append(time.perf_counter() - started)
     # The first run also projects the context: the others time a round's draft.
     return min(seconds[1:])
 
 
 def _timed_verify(target, tree: DraftTree, prefix_length: int, cache, capture, device) -> float:
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     verify_tree(target, tree, prefix_length, cache, capture, device)
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     cache.crop(-len(tree))
     return seconds
@@ -244,13 +245,6 @@ def _safe_prefix_lengths(target: PreTrainedModel, prefix_lengths: tuple[int, ...
     longest = target.config.max_position_embeddings - max_nodes - 1
     kept = tuple(length for length in prefix_lengths if length <= longest)
     return kept or (max(1, min(prefix_lengths[0], longest)),)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type != "cpu" and hasattr(getattr(torch, device.type, None), "synchronize"):
-        getattr(torch, device.type).synchronize()
 
 
 def _disk_path(key: str) -> Path | None:
