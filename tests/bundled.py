@@ -1,19 +1,18 @@
-"""The bundled trained pair (examples/models): the stand-in for a real Qwen3 target and its released heads."""
+"""The bundled trained pair (jetspec_hf/bundled/models): the stand-in for a real Qwen3 target and its released heads."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
+from jetspec_hf.bundled import BUNDLED_MODELS, BUNDLED_PROMPTS
 from jetspec_hf.prompts import read_jsonl_prompts
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-MODELS = EXAMPLES / "models"
+MODELS = BUNDLED_MODELS
 
 
 @lru_cache(maxsize=None)
@@ -31,4 +30,4 @@ def bundled_head(name: str = "jetspec_head") -> JetSpecDraftModel:
 
 def heldout_prompts(count: int) -> list[str]:
     """The first `count` held-out prompts (beginnings of standard-library files neither model trained on)."""
-    return read_jsonl_prompts(EXAMPLES / "data" / "heldout_prompts.jsonl", "prompt", count)
+    return read_jsonl_prompts(BUNDLED_PROMPTS, "prompt", count)

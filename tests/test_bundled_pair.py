@@ -37,7 +37,7 @@ def test_trained_head_is_lossless_and_accepts_deeply(runs):
         rounds += len(tree.accepted_lengths)
     assert max(max(tree.accepted_lengths) for _, _, tree in runs) >= 5
     # Regression guard on drafting quality: τ at budget 64 on these held-out prompts (deterministic on CPU; 4.89 at
-    # the heads' width of 16, measured by examples/bundled/eval_heads.py when the bundled heads were trained).
+    # the heads' width of 16, measured by scripts/bundled/eval_heads.py when the bundled heads were trained).
     assert committed / rounds >= 4.6
 
 

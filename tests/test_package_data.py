@@ -49,8 +49,6 @@ def _source_copy(destination: Path) -> Path:
         shutil.copyfile(REPO / name, destination / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "jetspec_hf", destination / "jetspec_hf", symlinks=True, ignore=skip)
-    for folder in ("models", "data"):  # the targets of jetspec_hf/bundled/'s links
-        shutil.copytree(REPO / "examples" / folder, destination / "examples" / folder)
     shutil.copytree(REPO / "hub_cards", destination / "hub_cards")  # the target of jetspec_hf/hub/templates
     return destination
 

@@ -15,7 +15,7 @@ from ..prompts import JSON_SUFFIXES
 from ..weights_fingerprint import folder_fingerprint
 
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
-# Where a checkout's files are reported from: paths under it (the bundled models resolve to examples/models/) are
+# Where a checkout's files are reported from: paths under it (the bundled models resolve to jetspec_hf/bundled/models/) are
 # written relative to it, so that a committed report reads the same on every machine.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 from .options import BUNDLED  # noqa: E402,F401  (the bundled pair's paths, defined with the options)

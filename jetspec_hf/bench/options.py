@@ -44,7 +44,7 @@ tree_budget="auto" (the size chosen every round); and a bidirectional (DFlash) h
 Every method's output is checked token for token against plain greedy output; any difference is reported and
 makes the command exit non-zero.
 
-Without --target, the bundled models under examples/models/ are used (target, jetspec_head, and dflash_head /
+Without --target, the bundled models under jetspec_hf/bundled/models/ are used (target, jetspec_head, and dflash_head /
 draft_lm when present) with the bundled held-out prompts.
 """
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jetspec-hf bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    models = parser.add_argument_group("models (default: the bundled pair under examples/models/)")
+    models = parser.add_argument_group("models (default: the bundled pair under jetspec_hf/bundled/models/)")
     models.add_argument("--target", help="Qwen3 target: a local folder or a Hub id available offline")
     models.add_argument("--head", help="JetSpec draft head for the target (required with --target)")
     models.add_argument("--dflash-head", help="optional bidirectional (DFlash) head, run through the same tree path")

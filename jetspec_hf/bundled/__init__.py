@@ -2,8 +2,7 @@
 the defaults of `jetspec-hf bench` and the quickstart.
 
 They ship as package data, found with `importlib.resources` wherever the package is installed (wheel, `--user`,
-editable). In the repository they live in `examples/models/` and `examples/data/`, where the scripts that build
-them write; `models` and `heldout_prompts.jsonl` here are links to them, and wheels carry copies.
+editable); the scripts that rebuild them (`scripts/bundled/`) write here.
 """
 
 from __future__ import annotations

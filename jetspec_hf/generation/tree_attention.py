@@ -15,7 +15,7 @@ GQA never repeats K/V: the g query heads of a kv group are folded into the query
 
 On CPU, below `CPU_SPLIT_FROM_PREFIX_LENGTH` the second kernel call and the merge cost more than they save, so
 short prefixes run as ONE CPU-kernel call over rows `[0, P + N)` with a folded `(g*N, P + N)` bias built once per
-verify (not per layer). Both routes are exact; examples/bench_tree_attention.py measures them.
+verify (not per layer). Both routes are exact; scripts/bench_tree_attention.py measures them.
 
 Routing needs no change to any model: `Qwen3Model.forward` passes a dict `{"full_attention": X}` unchanged to
 every layer's attention function, and `install_tree_attention` wraps each registered attention backend so that a
@@ -43,7 +43,7 @@ except Exception:  # ImportError, or a broken build raising anything at import t
 _cpu_flash_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 # On CPU, prefixes at least this long take the split route; shorter ones one kernel call with a full bias. Measured
-# with examples/bench_tree_attention.py (bundled target's shapes, one thread): one call wins by a fixed ~30 µs per
+# with scripts/bench_tree_attention.py (bundled target's shapes, one thread): one call wins by a fixed ~30 µs per
 # layer (a kernel launch plus the merge) at short prefixes, the two are even from about 2k on, where the split also
 # skips building a (g*N, P + N) bias per verify.
 CPU_SPLIT_FROM_PREFIX_LENGTH = 2048

@@ -28,7 +28,7 @@ examples:
       --output hub/Qwen3-8B-jetspec --repo-id me/Qwen3-8B-jetspec
   jetspec-hf card --folder runs/head --base-model Qwen/Qwen3-8B --output hub/Qwen3-8B-jetspec --overwrite \\
       --push-to me/Qwen3-8B-jetspec
-  jetspec-hf card --folder examples/models/target --role "bundled target" --output /tmp/target-card --print
+  jetspec-hf card --folder jetspec_hf/bundled/models/target --role "bundled target" --output /tmp/target-card --print
 """
 
 

@@ -1,6 +1,6 @@
 """CPU microbenchmark: today's materialised-mask verify attention against the split tree attention.
 
-    taskset -c 0 python examples/bench_tree_attention.py [--rounds 30] [--output examples/bench_tree_attention.json]
+    taskset -c 0 python scripts/bench_tree_attention.py [--rounds 30] [--output examples/bench_tree_attention.json]
 
 Two measurements on the bundled target's shapes (4 query heads, 2 kv heads, head dim 64, 6 layers), fp32, one
 torch thread, variants interleaved call by call, fastest of `--rounds` calls reported:
@@ -36,15 +36,15 @@ from jetspec_hf.generation import tree_attention
 from jetspec_hf.generation.tree import DraftTree
 from jetspec_hf.generation.tree_attention import TreeAttentionMask, install_tree_attention, tree_attention_forward
 
-EXAMPLES = Path(__file__).resolve().parent
-DEFAULT_TARGET = EXAMPLES / "models" / "target"
-DEFAULT_OUTPUT = EXAMPLES / "bench_tree_attention.json"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TARGET = REPO / "jetspec_hf" / "bundled" / "models" / "target"
+DEFAULT_OUTPUT = REPO / "examples" / "bench_tree_attention.json"
 
 PREFIX_LENGTHS = [64, 256, 1024, 3000]
 NODE_COUNTS = [8, 16, 32, 64]
 CROSSOVER_PREFIX_LENGTHS = [0, 8, 16, 32, 64, 128, 256, 512]
 VERIFY_CASES = [(200, 16), (200, 64), (3000, 16), (3000, 64)]
-# The bundled target's attention (examples/models/target/config.json).
+# The bundled target's attention (jetspec_hf/bundled/models/target/config.json).
 QUERY_HEADS, KV_HEADS, HEAD_DIM, LAYERS = 4, 2, 64, 6
 
 

@@ -1,6 +1,6 @@
 """Second-turn latency of a chat on the bundled pair: with the cache the first turn returned, and without.
 
-    python examples/multi_turn_latency.py [--turns 6] [--first-tokens 128] [--reply-tokens 32] [--repeats 3]
+    python scripts/multi_turn_latency.py [--turns 6] [--first-tokens 128] [--reply-tokens 32] [--repeats 3]
 
 A "chat" here is a held-out code prompt answered with `--first-tokens` tokens, then a follow-up (the start of
 another held-out file) answered with `--reply-tokens` tokens. The follow-up runs four ways, interleaved call by call
@@ -25,14 +25,14 @@ import jetspec_hf
 from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.prompts import read_jsonl_prompts
 
-EXAMPLES = Path(__file__).resolve().parent
+BUNDLED = Path(__file__).resolve().parents[1] / "jetspec_hf" / "bundled"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", type=Path, default=EXAMPLES / "models" / "target")
-    parser.add_argument("--head", type=Path, default=EXAMPLES / "models" / "jetspec_head")
-    parser.add_argument("--prompts-file", type=Path, default=EXAMPLES / "data" / "heldout_prompts.jsonl")
+    parser.add_argument("--target", type=Path, default=BUNDLED / "models" / "target")
+    parser.add_argument("--head", type=Path, default=BUNDLED / "models" / "jetspec_head")
+    parser.add_argument("--prompts-file", type=Path, default=BUNDLED / "heldout_prompts.jsonl")
     parser.add_argument("--turns", type=int, default=6, help="chats measured (default: 6)")
     parser.add_argument("--first-tokens", type=int, default=128)
     parser.add_argument("--reply-tokens", type=int, default=32)

@@ -1,10 +1,10 @@
 """Decode-time quality of a bundled draft head on held-out prompts: τ per tree budget and per-depth top-1 accuracy.
 
-    python examples/bundled/eval_heads.py [HEAD_DIR ...] [--prompts 12] [--new-tokens 96] [--json OUT]
+    python scripts/bundled/eval_heads.py [HEAD_DIR ...] [--prompts 12] [--new-tokens 96] [--json OUT]
 
 The heads' own training evaluation (`eval_results.json`) scores them on the target's greedy continuations of the
 eval windows, the distribution they were trained on. This script measures what decoding sees instead, on the
-held-out prompts of `examples/data/heldout_prompts.jsonl` (the protocol of `tests/test_bundled_pair.py`):
+held-out prompts of `jetspec_hf/bundled/heldout_prompts.jsonl` (the protocol of `tests/test_bundled_pair.py`):
 
 - τ: tokens committed per verify round (`out.accepted_lengths`) of `target.generate(..., assistant_model=head,
   tree_budget=B)` with the node-level tree, at each budget; the output is checked against plain greedy.
@@ -38,8 +38,8 @@ from jetspec_hf.generation.drafting import HeadDrafter
 from jetspec_hf.training.features import TargetFeatureExtractor
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "examples" / "models"
-PROMPTS_FILE = REPO / "examples" / "data" / "heldout_prompts.jsonl"
+MODELS = REPO / "jetspec_hf" / "bundled" / "models"
+PROMPTS_FILE = REPO / "jetspec_hf" / "bundled" / "heldout_prompts.jsonl"
 BUDGETS = (8, 16, 32, 64)
 TREE_WIDTH = 16
 

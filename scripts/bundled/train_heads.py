@@ -1,6 +1,6 @@
 """Train the two bundled draft heads on the bundled target: JetSpec (causal) and DFlash (bidirectional).
 
-    python examples/bundled/train_heads.py [--work-dir DIR] [--steps N] [--sequential]
+    python scripts/bundled/train_heads.py [--work-dir DIR] [--steps N] [--sequential]
 
 1. Data, two kinds, all from train-split stdlib files (eval: held-out files), in one training set:
    - self-distillation: token windows (32-192 tokens) continued greedily by the target for CONTINUATION_TOKENS
@@ -15,10 +15,10 @@
 3. Both heads train with IDENTICAL settings (data, seed, steps, schedule, anchors), except the block mask, as two
    processes in parallel (one CPU thread each), or one after the other with --sequential (same result).
 
-Outputs: examples/models/jetspec_head/ and examples/models/dflash_head/ (bf16 weights, tokenizer, config with
+Outputs: jetspec_hf/bundled/models/jetspec_head/ and jetspec_hf/bundled/models/dflash_head/ (bf16 weights, tokenizer, config with
 tree_width 16, training_args.json with paths relative to the repository or to the work dir, eval_results.json,
 log.jsonl). Data, cache, checkpoints, logs and timings.json go to --work-dir (outside the repo by default: they
-are large and reproducible). Decode-time quality: examples/bundled/eval_heads.py.
+are large and reproducible). Decode-time quality: scripts/bundled/eval_heads.py.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-TARGET_DIR = REPO / "examples" / "models" / "target"
-HEAD_DIRS = {"jetspec": REPO / "examples" / "models" / "jetspec_head",
-             "dflash": REPO / "examples" / "models" / "dflash_head"}
+TARGET_DIR = REPO / "jetspec_hf" / "bundled" / "models" / "target"
+HEAD_DIRS = {"jetspec": REPO / "jetspec_hf" / "bundled" / "models" / "jetspec_head",
+             "dflash": REPO / "jetspec_hf" / "bundled" / "models" / "dflash_head"}
 DEFAULT_WORK_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jetspec_hf" / "bundled_heads"
 
 SEED = 0
@@ -203,7 +203,7 @@ def main(argv=None) -> None:
     parser.add_argument("--num-corpus-windows", type=int, default=NUM_CORPUS_WINDOWS)
     parser.add_argument("--data-only", action="store_true", help="make the data, then stop")
     parser.add_argument("--heads", nargs="+", default=["jetspec", "dflash"], choices=list(HEAD_DIRS))
-    parser.add_argument("--out-root", type=Path, help="write the heads under this folder instead of examples/models")
+    parser.add_argument("--out-root", type=Path, help="write the heads under this folder instead of jetspec_hf/bundled/models")
     parser.add_argument("--sequential", action="store_true", help="train the heads one after the other")
     parser.add_argument("--resume", action="store_true", help="continue each head from its latest checkpoint")
     args = parser.parse_args(argv)
@@ -257,7 +257,7 @@ def main(argv=None) -> None:
         if process.returncode != 0:
             raise SystemExit(f"training {kind} failed (exit {process.returncode}); see {log.name}")
         portable_training_args(out_dirs[kind] / TRAINING_ARGS_FILE, REPO, args.work_dir,
-                               "python examples/bundled/train_heads.py (train data: <work-dir>/train-mix.jsonl)")
+                               "python scripts/bundled/train_heads.py (train data: <work-dir>/train-mix.jsonl)")
         set_tree_width(out_dirs[kind], HEAD_TREE_WIDTH)
         results = json.loads((out_dirs[kind] / "eval_results.json").read_text())
         timings[f"{kind}_final_eval"] = results["final_eval"]

@@ -1,6 +1,6 @@
 """Train the bundled byte-level BPE tokenizer on the stdlib train split.
 
-    python examples/bundled/train_tokenizer.py [--out examples/models/tokenizer]
+    python scripts/bundled/train_tokenizer.py [--out jetspec_hf/bundled/models/tokenizer]
 
 The result is a transformers `PreTrainedTokenizerFast` folder; the model training scripts
 copy it into each model folder so that every model loads with AutoTokenizer on its own.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "examples" / "models" / "tokenizer"
+DEFAULT_OUT = REPO / "jetspec_hf" / "bundled" / "models" / "tokenizer"
 
 VOCAB_SIZE = 4096
 # EOS doubles as pad: Qwen3 itself pads with <|endoftext|>, and a separate pad id would be

@@ -2,7 +2,7 @@
 
 1. short prompts, greedy: the held-out prompts, every output checked against plain greedy;
 2. a long context, greedy: each prompt is the concatenation of held-out standard-library files (from
-   `examples/data/heldout_files.txt`, read from this interpreter's standard library, the bundled corpus), starting
+   `scripts/bundled/heldout_files.txt`, read from this interpreter's standard library, the bundled corpus), starting
    at a different file per prompt, cut to `--long-context` tokens;
 3. sampling: the short prompts with `do_sample=True, temperature=0.7, top_k=0`.
 
@@ -13,7 +13,7 @@ is the steadier measure of the same work. The one-time verify-cost measurement o
 reported apart; then one untimed call per method on the first prompt of each setting (for `auto`, its first call
 also times the head's draft and calibrates). Run from the repository root:
 
-    taskset -c 0 python examples/bench_auto_budget.py --threads 1
+    taskset -c 0 python scripts/bench_auto_budget.py --threads 1
 
 It prints one Markdown table per setting and writes them, with the chosen tree sizes, to `--output`.
 """
@@ -36,8 +36,8 @@ from jetspec_hf import JetSpecDraftModel
 from jetspec_hf.prompts import read_jsonl_prompts
 from jetspec_hf.generation.budget.measurement import verify_costs_for
 
-EXAMPLES = Path(__file__).resolve().parent
-MODELS = EXAMPLES / "models"
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "jetspec_hf" / "bundled" / "models"
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_k": 0}
 
 
@@ -52,14 +52,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--settings", nargs="+", default=["short", "long", "sampling"],
                         choices=["short", "long", "sampling"])
-    parser.add_argument("--output", default=str(EXAMPLES / "bench_auto_budget.json"))
+    parser.add_argument("--output", default=str(REPO / "examples" / "bench_auto_budget.json"))
     return parser.parse_args()
 
 
 def long_prompts(tokenizer, count: int, length: int) -> list[torch.Tensor]:
     """Held-out standard-library files concatenated, from file i on for prompt i, cut to `length` tokens."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = (EXAMPLES / "data" / "heldout_files.txt").read_text().split()
+    files = (REPO / "scripts" / "bundled" / "heldout_files.txt").read_text().split()
     prompts = []
     for first in range(count):
         ids: list[int] = []
@@ -73,7 +73,7 @@ def long_prompts(tokenizer, count: int, length: int) -> list[torch.Tensor]:
 
 
 def short_prompts(tokenizer, count: int) -> list[torch.Tensor]:
-    texts = read_jsonl_prompts(EXAMPLES / "data" / "heldout_prompts.jsonl", "prompt", count)
+    texts = read_jsonl_prompts(REPO / "jetspec_hf" / "bundled" / "heldout_prompts.jsonl", "prompt", count)
     return [tokenizer(text, return_tensors="pt").input_ids for text in texts]
 
 

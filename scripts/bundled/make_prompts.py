@@ -1,10 +1,10 @@
 """Write the held-out prompt set used by tests and benchmarks.
 
-    python examples/bundled/make_prompts.py
+    python scripts/bundled/make_prompts.py
 
 Outputs (both committed, so tests do not depend on the local Python's stdlib version):
-  examples/data/heldout_files.txt     every held-out file, one relative path a line
-  examples/data/heldout_prompts.jsonl {"file": relpath, "prompt": text} a line
+  scripts/bundled/heldout_files.txt     every held-out file, one relative path a line
+  jetspec_hf/bundled/heldout_prompts.jsonl {"file": relpath, "prompt": text} a line
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "examples" / "data"
+# The file list stays with these scripts; the prompts ship with the package (the bench and quickstart defaults).
+FILES_OUT = Path(__file__).resolve().parent / "heldout_files.txt"
+PROMPTS_OUT = REPO / "jetspec_hf" / "bundled" / "heldout_prompts.jsonl"
 
 MIN_LINES = 12
 MAX_LINES = 25
@@ -85,12 +87,12 @@ def window(lines: list[str]) -> str | None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--files-out", type=Path, default=FILES_OUT)
+    parser.add_argument("--prompts-out", type=Path, default=PROMPTS_OUT)
     args = parser.parse_args(argv)
 
     _, heldout = corpus.split_files()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "heldout_files.txt").write_text("".join(rel + "\n" for rel, _ in heldout))
+    args.files_out.write_text("".join(rel + "\n" for rel, _ in heldout))
 
     records = []
     skipped = []
@@ -107,10 +109,10 @@ def main(argv=None) -> None:
             continue
         records.append({"file": rel, "prompt": prompt})
 
-    with open(args.out / "heldout_prompts.jsonl", "w", encoding="utf-8") as fh:
+    with open(args.prompts_out, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    print(f"{len(heldout)} held-out files, {len(records)} prompts written to {args.out}")
+    print(f"{len(heldout)} held-out files, {len(records)} prompts written to {args.prompts_out}")
     for rel, why in skipped:
         print(f"  skipped {rel}: {why}")
 

@@ -1,7 +1,7 @@
 """Train the bundled Qwen3 target model from scratch on the stdlib train split.
 
-    python examples/bundled/train_tokenizer.py      # first, once
-    python examples/bundled/train_target.py [--steps N] [--out examples/models/target]
+    python scripts/bundled/train_tokenizer.py      # first, once
+    python scripts/bundled/train_target.py [--steps N] [--out jetspec_hf/bundled/models/target]
 
 One CPU thread, fp32, fixed seed: the run is reproducible on the same torch build and
 leaves the machine's other core free. The weights are saved in bfloat16 to keep the repo
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_DIR = REPO / "examples" / "models" / "tokenizer"
-DEFAULT_OUT = REPO / "examples" / "models" / "target"
+TOKENIZER_DIR = REPO / "jetspec_hf" / "bundled" / "models" / "tokenizer"
+DEFAULT_OUT = REPO / "jetspec_hf" / "bundled" / "models" / "target"
 
 SEED = 0
 SEQ_LEN = 256

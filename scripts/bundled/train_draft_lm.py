@@ -1,7 +1,7 @@
 """Train the bundled tiny Qwen3 draft LM for the assisted-generation baseline.
 
-    python examples/bundled/train_tokenizer.py      # first, once
-    python examples/bundled/train_draft_lm.py [--steps N] [--out examples/models/draft_lm]
+    python scripts/bundled/train_tokenizer.py      # first, once
+    python scripts/bundled/train_draft_lm.py [--steps N] [--out jetspec_hf/bundled/models/draft_lm]
 
 This is the plain small-model drafter that transformers' `assistant_model=` uses; it
 shares the target's tokenizer (a requirement of assisted generation without token
@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_target import LR, REPO, train_lm  # noqa: E402
 
-DEFAULT_OUT = REPO / "examples" / "models" / "draft_lm"
+DEFAULT_OUT = REPO / "jetspec_hf" / "bundled" / "models" / "draft_lm"
 
 # Fixed for reproducibility and a known cost; chosen from a measured trial run on one
 # thread of the 2-core build machine: 60 steps ran at ~0.56 s/step, so 620 steps is ~5.8
