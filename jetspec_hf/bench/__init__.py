@@ -4,10 +4,9 @@ Modules, one job each: `options` (command line), `prompts` (prompt sets), `loadi
 `methods` (each decoding method as a callable), `measure` (timing, forward counts, the lossless check),
 `report` (JSON rows, per-round breakdown, Markdown), `plot` (the PNG), `run` (the driver, `main`).
 
-`--synthetic` is a mode of its own (`synthetic`, the driver): random weights at Qwen3-8B shapes (`synthetic_models`),
-an oracle drafter that forces τ (`oracle`), forward and generate timings (`synthetic_measure`), host-sync counts
-(`host_syncs`), per-stage times without syncs (`stage_events`), `--compile` (`compilation`), options
-(`synthetic_options`) and its report (`synthetic_report`).
+`--synthetic` is a mode of its own, in the `synthetic` package (random weights at Qwen3-8B shapes, an oracle drafter
+that forces τ, forward and generate timings, host-sync counts); it shares per-stage times without syncs
+(`stage_events`) and `--compile` (`compilation`) with nothing else here.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--synthetic" in argv:
-        # A mode with its own options (random weights, no models to load): see synthetic.py.
-        from .synthetic import main as synthetic_main
+        # A mode with its own options (random weights, no models to load): see synthetic/.
+        from .synthetic.run import main as synthetic_main
 
         return synthetic_main(argv)
     from .options import parse_args

@@ -5,7 +5,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 import jetspec_hf
-from jetspec_hf.bench.synthetic_measure import oracle_generation
+from jetspec_hf.bench.synthetic.timing import oracle_generation
 from tiny_models import random_prompt, tiny_head, tiny_target, tiny_tokenizer
 
 PROMPTS = [(seed, length) for seed, length in zip(range(6), (1, 2, 5, 9, 16, 33))]

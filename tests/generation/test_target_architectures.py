@@ -9,7 +9,7 @@ from scipy.stats import chisquare
 from transformers import GenerationMixin
 
 import jetspec_hf
-from jetspec_hf.bench.synthetic_measure import oracle_generation
+from jetspec_hf.bench.synthetic.timing import oracle_generation
 from tiny_models import ARCHITECTURES, random_prompt, refuse_forwards, tiny_head, tiny_target
 
 PROMPTS = [(seed, length) for seed, length in zip(range(4), (1, 5, 12, 30))]

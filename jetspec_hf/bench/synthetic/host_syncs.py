@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from ..generation.profiling import RoundProfiler
+from ...generation.profiling import RoundProfiler
 
 # The torch.Tensor methods through which Python reads a tensor's value onto the host.
 HOST_READ_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")

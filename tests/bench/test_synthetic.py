@@ -11,10 +11,10 @@ from transformers import Qwen3ForCausalLM
 
 import jetspec_hf
 from jetspec_hf.bench.compilation import compiled
-from jetspec_hf.bench.oracle import AcceptanceSchedule, acceptance_for_tau, expected_tau
+from jetspec_hf.bench.synthetic.oracle import AcceptanceSchedule, acceptance_for_tau, expected_tau
 from jetspec_hf.bench.stage_events import EventRoundProfiler
-from jetspec_hf.bench.synthetic_measure import oracle_generation, plain_generation
-from jetspec_hf.bench.synthetic_models import SHAPES, build_head, build_target, synthetic_prompt, target_config
+from jetspec_hf.bench.synthetic.timing import oracle_generation, plain_generation
+from jetspec_hf.bench.synthetic.models import SHAPES, build_head, build_target, synthetic_prompt, target_config
 from jetspec_hf.cli import main as cli_main
 from jetspec_hf.generation.profiling import ROUND_STAGES
 from tiny_models import random_prompt, tiny_head, tiny_target
@@ -51,7 +51,7 @@ def test_the_8b_shapes_are_qwen3_8b_and_its_released_heads():
         target = Qwen3ForCausalLM(target_config(shapes))
     # Qwen3-8B: 8.19 billion parameters, untied lm_head.
     assert sum(parameter.numel() for parameter in target.parameters()) == 8_190_735_360
-    from jetspec_hf.bench.synthetic_models import head_config
+    from jetspec_hf.bench.synthetic.models import head_config
 
     config = head_config(shapes)
     assert (config.num_hidden_layers, config.block_size, config.causal_head) == (5, 16, True)
@@ -282,7 +282,7 @@ def test_event_profiler_on_cuda_records_events_and_reads_them_once(monkeypatch):
 def test_cuda_sync_counter_counts_cuda_sync_warnings_and_restores_the_mode(monkeypatch):
     import warnings
 
-    from jetspec_hf.bench.host_syncs import CudaSyncCounter
+    from jetspec_hf.bench.synthetic.host_syncs import CudaSyncCounter
 
     modes = ["default"]
     monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
@@ -296,7 +296,7 @@ def test_cuda_sync_counter_counts_cuda_sync_warnings_and_restores_the_mode(monke
 
 
 def test_goals_take_the_worst_row_of_each_variant():
-    from jetspec_hf.bench.synthetic_report import goals
+    from jetspec_hf.bench.synthetic.report import goals
 
     def row(budget, overhead, ratio):
         return {"budget": budget, "loop_overhead_over_verify": overhead, "speedup_over_bound": ratio,
@@ -317,7 +317,7 @@ def test_goals_take_the_worst_row_of_each_variant():
 
 
 def test_a_failing_variant_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
-    import jetspec_hf.bench.synthetic as synthetic
+    import jetspec_hf.bench.synthetic.run as synthetic
 
     real_time_forwards, calls = synthetic.time_forwards, []
 

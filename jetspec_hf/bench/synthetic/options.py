@@ -6,9 +6,9 @@ import argparse
 
 import torch
 
-from .compilation import COMPILE_MODES
-from .loading import DTYPES
-from .synthetic_models import SHAPES
+from ..compilation import COMPILE_MODES
+from ..loading import DTYPES
+from .models import SHAPES
 
 DESCRIPTION = """\
 Hardware check of the tree loop on random weights at real shapes, with no download: a Qwen3-8B-shaped target and a
@@ -21,7 +21,7 @@ and compile mode. Every generated sequence is checked token for token against pl
 --shapes 8b (default) is sized to finish within 5 minutes on one H200; --shapes tiny runs in seconds on a CPU.
 """
 
-# Defaults that depend on the shapes: the 8B run is budgeted for 5 minutes on one H200 (see synthetic.py for the
+# Defaults that depend on the shapes: the 8B run is budgeted for 5 minutes on one H200 (see run.py for the
 # expected split); the tiny one is what the tests run on a CPU.
 PRESET_DEFAULTS = {
     "8b": dict(dtype="bfloat16", prompt_tokens=512, max_new_tokens=160, warmup=2, repeats=7, time_limit=230.0),

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from ..configuration_jetspec import JetSpecConfig
-from ..generation.checks import check_head_fits_target
-from ..modeling_jetspec import JetSpecDraftModel
+from ...configuration_jetspec import JetSpecConfig
+from ...generation.checks import check_head_fits_target
+from ...modeling_jetspec import JetSpecDraftModel
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Host synchronisations per round of greedy tree decoding: at most 2 with no prefix-dependent processors.
 
 On a GPU each read of a tensor's value by Python waits for the device. On a CPU the reads cost nothing, but they
-are the same calls, so counting them here holds the loop to its count (jetspec_hf/bench/host_syncs.py).
+are the same calls, so counting them here holds the loop to its count (jetspec_hf/bench/synthetic/host_syncs.py).
 """
 
 import pytest
@@ -9,9 +9,9 @@ import torch
 from transformers import StoppingCriteriaList
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
 
-from jetspec_hf.bench.host_syncs import HOST_READ_METHODS, HostReadCounter, RoundSyncCounter
-from jetspec_hf.bench.oracle import acceptance_for_tau
-from jetspec_hf.bench.synthetic_measure import oracle_generation, plain_generation
+from jetspec_hf.bench.synthetic.host_syncs import HOST_READ_METHODS, HostReadCounter, RoundSyncCounter
+from jetspec_hf.bench.synthetic.oracle import acceptance_for_tau
+from jetspec_hf.bench.synthetic.timing import oracle_generation, plain_generation
 from jetspec_hf.generation.stopping import tokens_before_stop
 from tiny_models import EOS_TOKEN_ID, enabled_pair, random_prompt
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..generation.drafting import DraftContext, HeadDrafter
+from ...generation.drafting import DraftContext, HeadDrafter
 
 # Logit units by which a planted token clears (and a pushed-out token falls under) every other logit of its row:
 # exp(-30) * 151936 tokens leaves a planted token a probability above 1 - 2e-8.

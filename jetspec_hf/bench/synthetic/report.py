@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import _format
+from ..report import _format
 
 # The goals the report checks. The host-sync count holds on any device; the two timing goals are about a GPU.
 MAX_HOST_SYNCS_PER_ROUND = 2

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, GenerationMixin
 
-from ..generation.capture import TappedLayerCapture
-from ..generation.drafting import HeadDrafter
-from ..generation.tree import DepthCandidates, DraftTree, build_tree
-from ..generation.loop import tree_decoding
-from ..generation.settings import resolve_tree_settings
-from ..generation.verification import prefill, verify_tree
-from ..devices import synchronize
-from .methods import greedy_config
+from ...generation.capture import TappedLayerCapture
+from ...generation.drafting import HeadDrafter
+from ...generation.tree import DepthCandidates, DraftTree, build_tree
+from ...generation.loop import tree_decoding
+from ...generation.settings import resolve_tree_settings
+from ...generation.verification import prefill, verify_tree
+from ...devices import synchronize
+from ..methods import greedy_config
 from .oracle import AcceptanceSchedule, OracleDrafter
 
 

@@ -1,9 +1,9 @@
 """`jetspec-hf bench --synthetic`: the tree loop on random weights at real shapes, with τ forced by an oracle.
 
-A hardware check that needs no download: `synthetic_models` builds the target and head on the device, `oracle`
-forces each round's acceptance, `synthetic_measure` times forwards and generate calls, `host_syncs` counts host
-synchronisations per round, `stage_events` splits a round's time without synchronising, `compilation` applies
-`--compile`, and `synthetic_report` checks the issue's goals and writes the tables.
+A hardware check that needs no download: `models` builds the target and head on the device, `oracle` forces each
+round's acceptance, `timing` times forwards and generate calls, `host_syncs` counts host synchronisations per
+round, the bench's `stage_events` splits a round's time without synchronising, its `compilation` applies
+`--compile`, and `report` checks the goals and writes the tables.
 
 Each variant (attention backend × compile mode) measures, in this order: plain greedy decoding (the reference every
 tree run must reproduce token for token), forward timings at the prompt's prefix (prefill, plain step, verify at
@@ -35,23 +35,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..generation import enable
-from ..generation.budget.measurement import measure_verify_costs
-from ..generation.profiling import ROUND_STAGES, RoundProfiler
-from ..generation.checks import check_target_supported
-from ..generation.tree_attention import install_tree_attention
-from ..generation.settings import resolve_tree_settings
-from .compilation import compiled
+from ...generation import enable
+from ...generation.budget.measurement import measure_verify_costs
+from ...generation.profiling import ROUND_STAGES, RoundProfiler
+from ...generation.checks import check_target_supported
+from ...generation.tree_attention import install_tree_attention
+from ...generation.settings import resolve_tree_settings
+from ..compilation import compiled
 from .host_syncs import CudaSyncCounter, HostReadCounter, RoundSyncCounter
-from .loading import DTYPES, describe_environment
-from .methods import Method
+from ..loading import DTYPES, describe_environment
+from ..methods import Method
 from .oracle import acceptance_for_tau
-from .report import round_breakdown, write_json
-from .stage_events import EventRoundProfiler
-from .synthetic_measure import oracle_generation, plain_generation, time_forwards
-from .synthetic_models import SHAPES, build_head, build_target, synthetic_prompt
-from .synthetic_options import parse_synthetic_args
-from .synthetic_report import OVERHEAD_GOAL_BUDGET, goals, markdown
+from ..report import round_breakdown, write_json
+from ..stage_events import EventRoundProfiler
+from .timing import oracle_generation, plain_generation, time_forwards
+from .models import SHAPES, build_head, build_target, synthetic_prompt
+from .options import parse_synthetic_args
+from .report import OVERHEAD_GOAL_BUDGET, goals, markdown
 
 REPORT_NAME = "synthetic"
 # Tokens of the untimed generate call before each timed one: enough rounds to run every code path once.
