@@ -230,7 +230,7 @@ def test_bench_help_names_the_synthetic_mode_and_the_mode_has_its_own_help(capsy
 def test_the_gpu_check_script_runs_at_tiny_shapes_on_a_cpu(tmp_path):
     """The one command a GPU session runs, here with tiny shapes on the CPU: it must run the bench and leave the
     reports (the GPU itself is only exercised where one is lent)."""
-    script = Path(__file__).resolve().parents[1] / "examples" / "gpu_check.sh"
+    script = Path(__file__).resolve().parents[2] / "examples" / "gpu_check.sh"
     options = ["--shapes", "tiny", "--device", "cpu", "--threads", "1", "--attention", "sdpa", "--budgets", "16",
                "--taus", "2", "--verify-nodes", "1", "--max-new-tokens", "12", "--repeats", "1"]
     environment = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
