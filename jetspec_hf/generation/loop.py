@@ -135,7 +135,8 @@ def tree_decoding(
                 roots = [DraftTree.root_only(int(token)) for token in input_ids[:, -1].tolist()]
                 walks = _walk(rows, roots, logits[:, None], generation_config, keep_scores, keep_logits)
                 for row, walk in zip(rows, walks):
-                    row.commit(walk, streamer)
+                    row.commit(walk)
+                    _stream(streamer, row.last_tokens)
                     if row.lookup is not None:
                         row.lookup.extend(row.last_tokens)
                 rows, key_valid = _drop_done_rows(rows, stopping, cache, drafter, key_valid)
@@ -170,7 +171,8 @@ def tree_decoding(
                     expected = policy.observe(trees, [len(walk.path) - 1 for walk in walks])
                     kept_paths = []
                     for index, (row, tree, walk, branch) in enumerate(zip(rows, trees, walks, branches)):
-                        committed = row.commit(walk, streamer, stop=stopping.checks_rules(row))
+                        committed = row.commit(walk, stop=stopping.checks_rules(row))
+                        _stream(streamer, row.last_tokens)
                         lookup_accepted = None
                         if row.lookup is not None:
                             lookup_accepted = row.lookup.observe_round(tree, branch, row.last_tokens)
@@ -210,6 +212,14 @@ def tree_decoding(
     if not generation_config.return_dict_in_generate:
         return sequences
     return _output(all_rows, sequences, returned_cache, keep_scores, keep_logits)
+
+
+def _stream(streamer, tokens: list[int]) -> None:
+    """Send a row's newly committed tokens to the streamer (batch size 1 only), one `put` per token as plain
+    decoding sends them."""
+    if streamer is not None:
+        for token in tokens:
+            streamer.put(torch.tensor([token]))
 
 
 def _walk(rows, trees, node_logits, generation_config, keep_scores: bool, keep_logits: bool):

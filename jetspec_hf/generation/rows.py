@@ -85,7 +85,7 @@ class DecodingRow:
         """The last committed token: the root of the next tree."""
         return self.last_tokens[-1]
 
-    def commit(self, walk: TreeWalk, streamer, stop: bool = True) -> int:
+    def commit(self, walk: TreeWalk, stop: bool = True) -> int:
         """Append the walk's tokens up to the first one at which plain decoding would stop; returns how many.
 
         With `stop=False` (a finished row of a batch whose rows keep decoding, see `BatchStopping`) every token is
@@ -109,9 +109,6 @@ class DecodingRow:
             self.grammar.commit(self.last_tokens)
         if finished and self.finished_at is None:
             self.finished_at = self.new_tokens
-        if streamer is not None:
-            for token in self.last_tokens:
-                streamer.put(torch.tensor([token]))
         return kept
 
     @property
