@@ -10,10 +10,13 @@ from transformers import AutoConfig, Qwen3Config
 # The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
 
-# Tree settings `generate` accepts, besides `prompt_lookup_num_tokens` (transformers' own name for prompt lookup).
+# The tree settings `generate` accepts (the lookup branch keeps transformers' own name for prompt lookup): the one
+# list every module reads.
 # `draft_window` is the head's: it limits how much of the context each head layer attends (see
 # `JetSpecConfig.layer_windows`); it resolves like the tree's settings.
-TREE_SETTING_NAMES = ("tree_budget", "tree_width", "tree_depth", "tree_expansion", "draft_window")
+TREE_SETTING_NAMES = (
+    "tree_budget", "tree_width", "tree_depth", "tree_expansion", "draft_window", "prompt_lookup_num_tokens",
+)
 
 # Tree settings used where neither the `generate` call, the generation configs nor the head's folder set them. The
 # budget is chosen every round from this machine's measured costs and the head's calibrated confidence

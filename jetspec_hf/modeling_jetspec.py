@@ -349,13 +349,10 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
-TREE_DEFAULT_NAMES = (*TREE_SETTING_NAMES, "prompt_lookup_num_tokens")
-
-
 def with_tree_defaults(generation_config: GenerationConfig, config: JetSpecConfig) -> GenerationConfig:
     """`generation_config` with the tree defaults that a version-0.1 folder kept in config.json filled in, where it
     sets none of its own: the head's generation config is where its tree defaults live."""
-    for name in TREE_DEFAULT_NAMES:
+    for name in TREE_SETTING_NAMES:
         in_config = getattr(config, name, None)
         if in_config is not None and getattr(generation_config, name, None) is None:
             setattr(generation_config, name, in_config)

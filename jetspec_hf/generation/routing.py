@@ -39,7 +39,7 @@ from .settings import TREE_SETTING_NAMES, GenerateOptions, resolve_tree_settings
 from .tree_attention import install_tree_attention
 
 # Generation settings this package consumes itself instead of handing them to `GenerationMixin.generate`.
-_CONSUMED_SETTINGS = (*TREE_SETTING_NAMES, "prompt_lookup_num_tokens", "stop_strings")
+_CONSUMED_SETTINGS = (*TREE_SETTING_NAMES, "stop_strings")
 
 
 class TreeRoutingGenerate:
