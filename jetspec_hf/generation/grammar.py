@@ -30,9 +30,8 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation import logits_process as lp
 
+from .per_row import XGRAMMAR_PROCESSOR, class_names
 from .tree import DraftTree
-
-XGRAMMAR_PROCESSOR = "xgrammar.contrib.hf.LogitsProcessor"
 
 # Processors that read nothing but the scores they are given (no prefix, no length): applying them to the `(N, V)`
 # scores of every node at once gives each node what a plain step would.
@@ -45,7 +44,7 @@ PREFIX_FREE_PROCESSORS = (
 
 def is_xgrammar_processor(processor) -> bool:
     """Whether `processor` is xgrammar's HF processor (recognised by name, so xgrammar is not imported here)."""
-    return any(f"{cls.__module__}.{cls.__qualname__}" == XGRAMMAR_PROCESSOR for cls in type(processor).__mro__)
+    return XGRAMMAR_PROCESSOR in class_names(processor)
 
 
 def row_grammar(processors: LogitsProcessorList) -> RowGrammar | None:
@@ -84,8 +83,7 @@ class RowGrammar:
         # The bitmask plain decoding applies at the next step. Once the grammar has terminated the processor fills
         # no new one and keeps applying the last it filled, so this keeps it too.
         self.next_mask = self.fill(self.matcher)
-        self._tree: DraftTree | None = None
-        self._tree_masks: GrammarRanking | None = None
+        self._round_ranking: GrammarRanking | None = None  # this round's, until its tokens are committed
 
     @property
     def owns_walk(self) -> bool:
@@ -99,7 +97,7 @@ class RowGrammar:
 
     def commit(self, tokens: list[int]) -> None:
         """Advance over committed tokens, as the processor would over the steps that chose them."""
-        self._tree = None  # the round's tree masks belong to the prefix before these tokens
+        self._round_ranking = None  # the round's tree masks belong to the prefix before these tokens
         matcher = self.matcher
         for token in tokens:
             if matcher.is_terminated():
@@ -118,14 +116,15 @@ class RowGrammar:
     def ranking(self, depth_logits: torch.Tensor, width: int) -> GrammarRanking:
         """A fresh `GrammarRanking` for this round's tree (`depth_logits` `(D, V)`: the head's; at most `width`
         children per node)."""
-        return GrammarRanking(self, depth_logits, width)
+        self._round_ranking = GrammarRanking(self, depth_logits, width)
+        return self._round_ranking
 
     def tree_masks(self, tree: DraftTree) -> torch.Tensor:
         """The bitmasks `(N, W)` of `tree`'s nodes: the ranked tree's own, cut to `tree` (the budget policy and a
         static cache keep a prefix of its nodes), or the root's alone for a root-only tree."""
-        grown = self._tree
+        grown = None if self._round_ranking is None else self._round_ranking.tree
         if grown is not None and len(tree) <= len(grown) and tree.tokens == grown.tokens[: len(tree)]:
-            return self._tree_masks.node_masks(len(tree))
+            return self._round_ranking.node_masks(len(tree))
         if len(tree) != 1:
             raise ValueError("RowGrammar.tree_masks needs this round's tree (the one `ranking` grew) or a root.")
         return self.next_mask[None]
@@ -138,7 +137,7 @@ class RowGrammar:
         ids = committed_ids.expand(scores.shape[0], -1)
         for processor in self.walk_processors:
             if processor is self.processor:
-                masks = self.tree_masks(tree).to(scores.device)
+                masks = self.tree_masks(tree)
                 # As the processor does: the bitmask is applied on CPU unless the logits are on a CUDA device.
                 on_cpu = scores.device.type != "cuda"
                 masked = scores.cpu() if on_cpu else scores
@@ -168,7 +167,7 @@ class GrammarRanking:
         self.tree: DraftTree | None = None
         self.matchers: list = []
         self.masks = grammar._xgrammar.allocate_token_bitmask(_INITIAL_NODES, grammar.vocab_size)
-        self._rankings: dict[int, tuple[list[float], list[int], np.ndarray, float]] = {}
+        self._rankings: dict[int, tuple[list[float], list[int], float]] = {}
 
     def _mask_row(self, node: int) -> torch.Tensor:
         if node >= self.masks.shape[0]:
@@ -179,7 +178,6 @@ class GrammarRanking:
         grammar = self.grammar
         if node == 0:
             self.tree = tree
-            grammar._tree, grammar._tree_masks = tree, self
             self.matchers.append(grammar.matcher)  # the root's state is the row's: children fork it, none changes it
             self._mask_row(0).copy_(grammar.next_mask)
             return
@@ -209,12 +207,11 @@ class GrammarRanking:
         return np.concatenate([bits, np.ones(self.vocab_size - bits.shape[0], dtype=bool)])
 
     def _ranking(self, node: int):
-        """(renormalised log-probabilities of the best allowed children, their tokens, the masked log-probabilities
-        `(V,)`, the log of the allowed tokens' share of the head's probability)."""
+        """(renormalised log-probabilities of the best allowed children, their tokens, the log of the allowed tokens'
+        share of the head's probability)."""
         if node not in self._rankings:
             allowed = self._allowed(node)
             row = self.log_probs[self.tree.depths[node]]
-            legal = np.where(allowed, row, -np.inf)
             tokens = np.flatnonzero(allowed)
             values = row[tokens]
             mass = float(np.exp(values).sum())
@@ -226,18 +223,20 @@ class GrammarRanking:
             order = np.argsort(-values, kind="stable")
             tokens, values = tokens[order], values[order]
             keep = np.isfinite(values)
-            self._rankings[node] = ((values[keep] - log_mass).tolist(), tokens[keep].tolist(), legal, log_mass)
+            self._rankings[node] = ((values[keep] - log_mass).tolist(), tokens[keep].tolist(), log_mass)
         return self._rankings[node]
 
     def ranked_children(self, tree: DraftTree, node: int) -> tuple[list[float], list[int]]:
-        values, tokens, _, _ = self._ranking(node)
+        values, tokens, _ = self._ranking(node)
         return values, tokens
 
     def branch_log_prob(self, tree: DraftTree, parent: int, index: int, token: int) -> float | None:
         if not allows(self.masks[parent], token):
             return None
-        _, _, legal, log_mass = self._ranking(parent)
-        return float(legal[token]) - log_mass if token < legal.shape[0] else float("-inf")
+        if token >= self.vocab_size:
+            return float("-inf")
+        _, _, log_mass = self._ranking(parent)
+        return float(self.log_probs[tree.depths[parent], token]) - log_mass
 
 
 # Mask rows allocated per tree at first; doubled when a tree grows past them.

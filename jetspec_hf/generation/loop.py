@@ -259,7 +259,8 @@ def _grow_trees(rows, positions, depth_logits, depths, drafts, tree_settings, po
         for row, depth, draft in zip(rows, depths, drafts)
     ]
     candidates = None
-    if depth_logits is not None:
+    # A row under a grammar ranks its children itself (every row of a batch shares the call's processors).
+    if depth_logits is not None and any(row.grammar is None for row in rows):
         candidates = batch_depth_candidates(
             depth_logits, tree_settings.width, [branch.tokens if branch else None for branch in branches]
         )

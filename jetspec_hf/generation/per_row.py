@@ -59,7 +59,8 @@ def mark_row_safe(cls: type) -> type:
     return cls
 
 
-def _names(obj) -> set[str]:
+def class_names(obj) -> set[str]:
+    """The qualified names of `obj`'s class and its bases (how third-party classes are recognised here)."""
     return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(obj).__mro__}
 
 
@@ -82,7 +83,7 @@ def _refusal(kind: str, obj, batch_size: int, why: str) -> RowSplitError:
 
 
 def _processor_for_row(processor, row: int, batch_size: int):
-    names = _names(processor)
+    names = class_names(processor)
     if _is_row_safe(processor, ROW_SAFE_PROCESSORS):
         return processor
     if isinstance(processor, lp.RepetitionPenaltyLogitsProcessor):
@@ -127,7 +128,7 @@ def processors_for_rows(logits_processor: LogitsProcessorList, batch_size: int) 
 
 def is_batch_level(criterion) -> bool:
     """Whether a stopping criterion answers for the whole batch rather than per row (see the module doc)."""
-    return LM_EVAL_STOP_SEQUENCE in _names(criterion)
+    return LM_EVAL_STOP_SEQUENCE in class_names(criterion)
 
 
 def criteria_for_rows(stopping_criteria: StoppingCriteriaList,
