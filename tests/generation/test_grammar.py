@@ -8,12 +8,11 @@ from collections import Counter
 
 import pytest
 import torch
-from transformers import LogitsProcessorList, Qwen3Config, Qwen3ForCausalLM
+from transformers import LogitsProcessorList
 from transformers.generation import logits_process as lp
 
-import jetspec_hf
 from bundled import bundled_head, bundled_target
-from generation.test_lossless_sampling import chi_square_p_value
+from generation.test_lossless_sampling import PROMPT, chi_square_p_value, sixteen_token_target
 from generation.test_per_row import batch
 from jetspec_hf.generation.grammar import RowGrammar, allows, row_grammar
 from jetspec_hf.generation.tree import build_tree
@@ -196,22 +195,12 @@ def test_batches_under_a_grammar_equal_plain_batched_decoding(pair):
 # under the grammar can be enumerated exactly.
 SAMPLING_VOCAB = "abcdefghijklmnop"
 SAMPLING_REGEX = r"[a-e]([f-h]|[a-c]{2})[a-p]*"
-PROMPT = torch.tensor([[5, 7, 9, 5]])
 RUNS = 1000
 
 
 @pytest.fixture(scope="module")
 def sampling_setup():
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=True,
-        eos_token_id=None, pad_token_id=None, bos_token_id=None,
-    )
-    target = Qwen3ForCausalLM(config).eval()
-    with torch.no_grad():
-        target.lm_head.weight.mul_(4.0)
-    jetspec_hf.enable(target)
+    target = sixteen_token_target()
     info = xgr.TokenizerInfo(list(SAMPLING_VOCAB), vocab_type=xgr.VocabType.RAW, vocab_size=16, stop_token_ids=[15])
     compiled = xgr.GrammarCompiler(info).compile_regex(SAMPLING_REGEX)
     return target, tiny_head(target, target_layer_ids=[0, 1], block_size=4), compiled

@@ -30,8 +30,8 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def target():
+def sixteen_token_target():
+    """An enabled 16-token target, seeded: its first three tokens' distribution can be enumerated exactly."""
     torch.manual_seed(0)
     config = Qwen3Config(
         vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
@@ -44,6 +44,11 @@ def target():
     with torch.no_grad():
         model.lm_head.weight.mul_(4.0)
     return jetspec_hf.enable(model)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return sixteen_token_target()
 
 
 @pytest.fixture(scope="module")
