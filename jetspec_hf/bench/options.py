@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..bundled import BUNDLED_MODELS, BUNDLED_PROMPTS, SMOLLM2_HEADS, SMOLLM2_PROMPTS
 from ..dtypes import DTYPE_NAMES
+from ..extras import is_installed
 from ..prompts import PROMPT_FIELDS
 
 # Method groups that `--methods` selects; plain decoding always runs, as the reference. `tree` is the node-level
@@ -165,9 +166,7 @@ def resolve_model_paths(args: argparse.Namespace, parser: argparse.ArgumentParse
     if args.json_schema is not None:
         if not Path(args.json_schema).is_file():
             parser.error(f"--json-schema {args.json_schema}: no such file")
-        import importlib.util
-
-        if importlib.util.find_spec("xgrammar") is None:
+        if not is_installed("xgrammar"):
             parser.error("--json-schema needs xgrammar: pip install xgrammar (or 'jetspec_hf[clients]')")
     if args.draft_window is not None and args.draft_window < 1:
         parser.error("--draft-window must be >= 1")
