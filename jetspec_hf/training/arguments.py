@@ -174,6 +174,11 @@ class HeadTrainingArguments:
         "start at one), its final norm from the target's and `fc` passing the last tapped layer through, instead "
         "of at random", default=False,
     )
+    init_from_head: str | None = option(
+        "start from a saved head's weights and draft vocabulary (a folder `fit` or `save_pretrained` wrote, or a "
+        "Hub repo id) with a fresh schedule: longer training on more data, from where an earlier run ended. Its "
+        "architecture must be the one the head flags describe", default=None,
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("autocast precision of the head", default="no")
     cpu: bool = option("train on the CPU even when an accelerator is present", default=False)
     save_dtype: DtypeName = option("dtype of the saved head", default="float32")

@@ -94,6 +94,35 @@ def draft_vocabulary(records: list[dict], size: int, vocab_size: int, cache=None
     return torch.tensor(order[:size], dtype=torch.long)
 
 
+# What a saved head must share with the one the flags describe for its weights to be the new run's start.
+SAME_ARCHITECTURE = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "intermediate_size", "vocab_size", "draft_vocab_size", "block_size", "target_layer_ids", "mask_token_id",
+    "causal_head", "layer_windows",
+)
+
+
+def initialise_from_head(head, name_or_path: str) -> None:
+    """Start `head` from a saved head's weights and draft vocabulary (`--init-from-head`).
+
+    Raises `ValueError` naming every setting in which the saved head differs from `head` (the flags of the new run
+    describe `head`; a saved head of another shape cannot be its start).
+    """
+    from ..modeling_jetspec import JetSpecDraftModel
+
+    saved = JetSpecDraftModel.from_pretrained(name_or_path, dtype=torch.float32)
+    differences = [
+        f"{name} {getattr(saved.config, name)!r} (the flags give {getattr(head.config, name)!r})"
+        for name in SAME_ARCHITECTURE if getattr(saved.config, name) != getattr(head.config, name)
+    ]
+    if differences:
+        raise ValueError(
+            f"--init-from-head {name_or_path}: the saved head is not the head these flags describe: "
+            + "; ".join(differences) + ". Pass the saved head's settings (its config.json says them)."
+        )
+    head.load_state_dict(saved.state_dict())
+
+
 def initialise_from_target(head, target) -> None:
     """Start `head` from the target's last `num_hidden_layers` decoder layers (their attention, MLP and norms),
     the target's final norm, and an `fc` that passes the last tapped layer through (normalised by the first copied
@@ -118,4 +147,4 @@ def initialise_from_target(head, target) -> None:
         head.hidden_norm.weight.copy_(list(layers)[-count].input_layernorm.weight)
 
 
-__all__ = ["draft_vocabulary", "head_config_from_target", "initialise_from_target"]
+__all__ = ["draft_vocabulary", "head_config_from_target", "initialise_from_head", "initialise_from_target"]

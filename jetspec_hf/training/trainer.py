@@ -43,7 +43,7 @@ from .checkpoints import (
 from .data import fingerprint_sequences
 from .evaluation import evaluate_head
 from .feature_scaling import SAMPLE_SEQUENCES, ScaledFc, feature_scales
-from .heads import draft_vocabulary, initialise_from_target
+from .heads import draft_vocabulary, initialise_from_head, initialise_from_target
 from .features import FeatureCache, FeatureSource, TargetFeatureExtractor, TargetFeatures, build_feature_cache
 from .objective import block_objective
 from .run_folder import (
@@ -114,15 +114,23 @@ class HeadTrainer:
 
         set_seed(args.seed)
         head = JetSpecDraftModel(head_config)
+        if args.init_from_target and args.init_from_head:
+            raise ValueError("--init-from-target and --init-from-head both say where the head starts: pass one.")
         if args.init_from_target:
             initialise_from_target(head, self.target)
-        if head_config.draft_vocab_size is not None:
+        if args.init_from_head:
+            # The saved head's draft vocabulary comes with its weights: its lm rows are the ones it learnt to rank.
+            initialise_from_head(head, args.init_from_head)
+            self.log(f"starting from the head in {args.init_from_head}")
+        elif head_config.draft_vocab_size is not None:
             head.draft_vocab_ids.copy_(draft_vocabulary(self.train_records, head_config.draft_vocab_size,
                                                         head_config.vocab_size, self.train_features.cache))
             self.log(f"draft vocabulary: the {head_config.draft_vocab_size} most frequent labels")
         self.scaled_fc = None
         if args.scale_features:
             self.scaled_fc = ScaledFc(head.fc, self._feature_scales())
+            if args.init_from_head:
+                self.scaled_fc.load_folded(head.fc.weight.detach().clone())  # the saved fc has the scale folded in
         head.train()
         self.num_parameters = sum(p.numel() for p in head.parameters())
         optimizer = torch.optim.AdamW(

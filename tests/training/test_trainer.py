@@ -78,6 +78,33 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
         torch.testing.assert_close(resumed[name], full[name], atol=1e-6, rtol=1e-5)
 
 
+def test_a_run_started_from_a_saved_head_starts_at_its_weights_and_trains_on(tmp_path):
+    first, first_summary = run(tmp_path, "first", max_steps=10)
+    # A learning rate of 0 keeps the start: the second run saves exactly the weights it started from.
+    _, still = run(tmp_path, "still", max_steps=2, learning_rate=0.0, init_from_head=str(tmp_path / "first"))
+    saved, kept = final_weights(tmp_path / "first"), final_weights(tmp_path / "still")
+    for name in saved:
+        torch.testing.assert_close(kept[name], saved[name], atol=1e-6, rtol=1e-5)
+    assert still["final_eval"]["eval_top1_per_depth"] == pytest.approx(first_summary["final_eval"]["eval_top1_per_depth"])
+    # Trained on from there, it does better than the run it started from.
+    _, more = run(tmp_path, "more", max_steps=30, init_from_head=str(tmp_path / "first"))
+    assert more["final_eval"]["eval_loss"] < first_summary["final_eval"]["eval_loss"]
+
+
+def test_a_saved_head_of_another_shape_is_refused_as_a_start(tmp_path):
+    run(tmp_path, "first", max_steps=2)
+    target = tiny_target()
+    other = tiny_head_config(target, block_size=4, causal=False)
+    args = HeadTrainingArguments(output_dir=str(tmp_path / "second"), max_steps=2, progress=False,
+                                 init_from_head=str(tmp_path / "first"))
+    with pytest.raises(ValueError, match=r"block_size 6 \(the flags give 4\).*causal_head True"):
+        HeadTrainer(target, tiny_tokenizer(), other, TRAIN, EVAL, args)
+    both = HeadTrainingArguments(output_dir=str(tmp_path / "third"), max_steps=2, progress=False,
+                                 init_from_head=str(tmp_path / "first"), init_from_target=True)
+    with pytest.raises(ValueError, match="pass one"):
+        HeadTrainer(target, tiny_tokenizer(), tiny_head_config(target), TRAIN, EVAL, both)
+
+
 class Payload:
     """A pickle that, when loaded, creates `marker`: what a tampered checkpoint would carry."""
 
