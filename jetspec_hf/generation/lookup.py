@@ -13,6 +13,8 @@ from .tree import DraftTree, ExtraBranch
 
 # Longest match first: a 3-token match predicts better than a 2- or 1-token one.
 NGRAM_SIZES = (3, 2, 1)
+# Pseudo-counts of the lookup tokens' acceptance-rate estimate before any round: one accepted of two proposed.
+PRIOR_ACCEPTED, PRIOR_PROPOSED = 1.0, 2.0
 
 
 class PromptLookup:
@@ -25,17 +27,16 @@ class PromptLookup:
 
     Args:
         num_tokens: the longest chain to propose (`prompt_lookup_num_tokens`).
-        prior_accepted, prior_proposed: pseudo-counts of the acceptance-rate estimate before any round.
     """
 
-    def __init__(self, num_tokens: int, prior_accepted: float = 1.0, prior_proposed: float = 2.0):
+    def __init__(self, num_tokens: int):
         if num_tokens < 1:
             raise ValueError(f"`prompt_lookup_num_tokens` must be >= 1, got {num_tokens}.")
         self.num_tokens = num_tokens
         self.sequence: list[int] = []
         self._follow: dict[tuple[int, ...], int] = {}
-        self.accepted = prior_accepted
-        self.proposed = prior_proposed
+        self.accepted = PRIOR_ACCEPTED
+        self.proposed = PRIOR_PROPOSED
 
     def extend(self, tokens: list[int]) -> None:
         """Append committed tokens."""

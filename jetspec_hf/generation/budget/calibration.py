@@ -33,6 +33,11 @@ from ..tree import DraftTree
 
 # Where (a, b) may go: a sharper or flatter head than its own probabilities say, and a shift per tree level.
 SLOPE_RANGE = (0.2, 3.0)
+# Weight of the past per observed round: the fit remembers about 1 / (1 - FORGETTING) = 33 rounds.
+FORGETTING = 0.97
+# Where the fit starts (the head's own probabilities, a = 1, b = 0), and how firmly: in rounds' worth of
+# squared-error curvature per unit of (a, b).
+PRIOR_SLOPE, PRIOR_OFFSET, PRIOR_WEIGHT = 1.0, 0.0, 1.0
 OFFSET_RANGE = (-4.0, 4.0)
 # Largest change of a and of b in one round, so that one surprising round cannot throw the fit far off.
 MAX_SLOPE_STEP, MAX_OFFSET_STEP = 0.2, 0.3
@@ -83,29 +88,16 @@ def held_acceptance(by_depth: np.ndarray) -> np.ndarray:
 
 
 class ConfidenceCalibration:
-    """The online fit of the head's confidence to the target's acceptance (see the module doc).
+    """The online fit of the head's confidence to the target's acceptance (see the module doc), starting from the
+    head's own probabilities (`PRIOR_SLOPE`, `PRIOR_OFFSET`) and forgetting the past by `FORGETTING` per round."""
 
-    Args:
-        forgetting: weight of the past per observed round; the fit remembers about `1 / (1 - forgetting)` rounds.
-        prior_slope, prior_offset: where the fit starts; the default trusts the head's own probabilities.
-        prior_weight: the prior's weight, in rounds' worth of squared-error curvature per unit of (a, b).
-    """
-
-    def __init__(
-        self,
-        forgetting: float = 0.97,
-        prior_slope: float = 1.0,
-        prior_offset: float = 0.0,
-        prior_weight: float = 1.0,
-    ):
-        if not 0.0 < forgetting < 1.0:
-            raise ValueError(f"`forgetting` must be in (0, 1), got {forgetting}.")
-        self.forgetting = forgetting
-        self.prior = (prior_slope, prior_offset)
-        self.prior_weight = prior_weight
+    def __init__(self):
+        self.forgetting = FORGETTING
+        self.prior = (PRIOR_SLOPE, PRIOR_OFFSET)
+        self.prior_weight = PRIOR_WEIGHT
         self.slope, self.offset = self.prior
         # Curvature (symmetric 2x2: aa, ab, bb) of the forgotten squared errors and the prior: the step's metric.
-        self._curvature = [prior_weight, 0.0, prior_weight]
+        self._curvature = [PRIOR_WEIGHT, 0.0, PRIOR_WEIGHT]
         self.rounds = 0
 
     def node_probabilities(self, tree: TreeArrays) -> np.ndarray:

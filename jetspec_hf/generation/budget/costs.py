@@ -14,6 +14,9 @@ import numpy as np
 
 # Node counts the verify forward is timed at; other sizes are interpolated between them.
 MEASURED_NODE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# `RoundCosts`: weight of the past per round, and how many rounds' worth of evidence the start-up measurement counts.
+FORGETTING = 0.95
+PRIOR_ROUNDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,25 +108,23 @@ class RoundCosts:
     the loop). `draft` follows the drafted rounds' times (an exponential average). `scale` and `overhead` fit each
     round's time after its draft against the table's verify time for that round by least squares, past rounds
     weighted down geometrically, pulled toward the measurement (scale 1, no overhead) with the weight of
-    `prior_rounds` rounds: that pull also settles the fit while every round verifies the same size.
+    `PRIOR_ROUNDS` rounds: that pull also settles the fit while every round verifies the same size.
 
     Args:
         verify: the measured verify table.
         draft_seconds: the measured head forward, the draft estimate until drafted rounds are timed.
-        forgetting: weight of the past per round.
-        prior_rounds: how many rounds' worth of evidence the start-up measurement counts for.
     """
 
-    def __init__(self, verify: VerifyCosts, draft_seconds: float, forgetting: float = 0.95, prior_rounds: float = 2.0):
+    def __init__(self, verify: VerifyCosts, draft_seconds: float):
         self.verify = verify
         self.draft = draft_seconds
         self.scale = 1.0
         self.overhead = 0.0
-        self.forgetting = forgetting
+        self.forgetting = FORGETTING
         self.rounds = 0
         # The pull toward (1, 0): on the scale in units of a one-node verify, on the overhead as plain rounds.
         one_node = verify.seconds_at(1, 0)
-        self._scale_pull, self._overhead_pull = prior_rounds * one_node * one_node, prior_rounds
+        self._scale_pull, self._overhead_pull = PRIOR_ROUNDS * one_node * one_node, PRIOR_ROUNDS
         # Forgotten sums (weight, x, y, xx, xy) of the rounds: y measured after the draft, x the table's verify.
         self._sums = [0.0] * 5
 
