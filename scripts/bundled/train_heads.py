@@ -15,8 +15,8 @@
 3. Both heads train with IDENTICAL settings (data, seed, steps, schedule, anchors), except the block mask, as two
    processes in parallel (one CPU thread each), or one after the other with --sequential (same result).
 
-Outputs: jetspec_hf/bundled/models/jetspec_head/ and jetspec_hf/bundled/models/dflash_head/ (bf16 weights, tokenizer, config with
-tree_width 16, training_args.json with paths relative to the repository or to the work dir, eval_results.json,
+Outputs: jetspec_hf/bundled/models/jetspec_head/ and jetspec_hf/bundled/models/dflash_head/ (bf16 weights, config,
+training_args.json with paths relative to the repository or to the work dir, eval_results.json,
 log.jsonl). Data, cache, checkpoints, logs and timings.json go to --work-dir (outside the repo by default: they
 are large and reproducible). Decode-time quality: scripts/bundled/eval_heads.py.
 """
@@ -68,9 +68,6 @@ HEAD_ARGS = [
     "--num-layers", "2", "--num-heads", "4", "--num-kv-heads", "2", "--head-dim", "64",
     "--intermediate-size", "512", "--block-size", "16", "--target-layer-ids", "1", "3", "5",
 ]
-# Decoding default written into each head's config.json: tree width 16, which on this pair beats widths 8 and 4 at
-# the config's budget of 64 nodes (examples/README.md).
-HEAD_TREE_WIDTH = 16
 # Objective and optimisation, shared by both heads. One step (8 sequences x 16 blocks of 16) took 0.6 s on one CPU
 # thread (another job on the second core), up to 1.3 s when jobs compete harder: 4000 steps (~5.7 epochs of each
 # half of the data, fresh random anchors every time) is 40-90 minutes per head. lr 1e-3 rather than the recipe's
@@ -172,14 +169,6 @@ def make_data(work_dir: Path, target_dir: Path, num_train: int, num_eval: int, n
     return timings
 
 
-def set_tree_width(out_dir: Path, width: int) -> None:
-    """Set the decoding default `tree_width` in the saved config.json (the trainer writes the class default)."""
-    path = out_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["tree_width"] = width
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
 def fit_command(kind: str, work_dir: Path, target_dir: Path, steps: int, output_dir: Path) -> list[str]:
     """The `fit` command line of one head; the two heads differ only in the mask flag and their folders."""
     return [
@@ -258,7 +247,9 @@ def main(argv=None) -> None:
             raise SystemExit(f"training {kind} failed (exit {process.returncode}); see {log.name}")
         portable_training_args(out_dirs[kind] / TRAINING_ARGS_FILE, REPO, args.work_dir,
                                "python scripts/bundled/train_heads.py (train data: <work-dir>/train-mix.jsonl)")
-        set_tree_width(out_dirs[kind], HEAD_TREE_WIDTH)
+        # The heads load without a tokenizer (they use the target's); the package ships the target's copy only.
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (out_dirs[kind] / name).unlink(missing_ok=True)
         results = json.loads((out_dirs[kind] / "eval_results.json").read_text())
         timings[f"{kind}_final_eval"] = results["final_eval"]
         timings[f"{kind}_train_loop_s"] = results["train_seconds"]
