@@ -13,6 +13,7 @@
 #      at every position, bf16), shared by both heads; ~55 core-minutes for 2,500 conversations, on two cores;
 #   3. the two fits, one core each, in parallel (~2 s per step each);
 #   4. the bf16 copies with their model cards go into jetspec_hf/bundled/smollm2/.
+# The shipped heads then trained on with scripts/continue_smollm2_heads.sh (more conversations, from these weights).
 set -euo pipefail
 work=${1:-smollm2_work}
 steps=${STEPS:-2000}
@@ -33,19 +34,7 @@ part_a=$(( (conversations - 150) / 2 ))
 head -n "$part_a" "$work/train.jsonl" > "$work/train_a.jsonl"
 tail -n +$(( part_a + 1 )) "$work/train.jsonl" > "$work/train_b.jsonl"
 
-fit() {  # fit NAME [extra args]: the shared recipe (train/eval data and the cache folder may be overridden)
-  local name=$1; shift
-  jetspec-hf train fit --target smollm2-135m-instruct --target-dtype bfloat16 --threads 1 \
-    --train-data "$work/train.jsonl" --eval-data "$work/eval.jsonl" \
-    --cache-features "$work/cache" --cache-layer-ids 1 8 14 21 27 29 --teacher-top-k 16 --cache-dtype bfloat16 \
-    --cache-shard-size 128 --num-layers 1 --target-layer-ids 1 14 27 --draft-vocab-size 8192 \
-    --batch-size 8 --anchors-per-seq 16 --lr 1e-3 --warmup-steps 30 --depth-gamma 4 --max-steps "$steps" \
-    --log-steps 25 --eval-steps 250 --save-steps 250 --save-total-limit 1 --save-dtype bfloat16 --no-progress \
-    --output-dir "$work/$name" "$@"
-}
-resume() {  # continue a fit that wrote checkpoints, else start it
-  if ls -d "$work/$1"/checkpoint-* > /dev/null 2>&1; then echo --resume latest; fi
-}
+source "$here/scripts/smollm2_recipe.sh"
 
 # The cache: each part built on its own core (--cache-only; later flags override the recipe's), then one manifest
 # over both parts' shards, under the name a fit on the whole training set looks for.
@@ -54,20 +43,10 @@ if [ ! -f "$work/cache/train/manifest.json" ]; then
   fit cache_b --cache-only --train-data "$work/train_b.jsonl" --cache-features "$work/cache_b" \
     --eval-data "" > "$work/cache_b.log" 2>&1 &
   wait
-  python - "$work" <<'PY'
-import sys
-from pathlib import Path
-from jetspec_hf.training.batches import usable_records
-from jetspec_hf.training.data import fingerprint_sequences, load_sequences
-from jetspec_hf.training.features import combine_feature_caches
-
-work = Path(sys.argv[1])
-block_size = 16  # the head's default block, which the recipe keeps
-for split, sources, data in (("train", ["cache_a/train", "cache_b/train"], "train.jsonl"),
-                             ("eval", ["cache_a/eval"], "eval.jsonl")):
-    records = usable_records(load_sequences(work / data), block_size, None)
-    combine_feature_caches([work / s for s in sources], work / "cache" / split, fingerprint_sequences(records))
-PY
+  python "$here/scripts/combine_feature_caches.py" --data "$work/train.jsonl" --output "$work/cache/train" \
+    "$work/cache_a/train" "$work/cache_b/train"
+  python "$here/scripts/combine_feature_caches.py" --data "$work/eval.jsonl" --output "$work/cache/eval" \
+    "$work/cache_a/eval"
 fi
 fit jetspec $(resume jetspec) > "$work/jetspec.log" 2>&1 &
 fit dflash --bidirectional $(resume dflash) > "$work/dflash.log" 2>&1 &
