@@ -9,6 +9,7 @@ from transformers import AutoConfig, Qwen3Config
 
 # The released checkpoints say `"model_type": "qwen3"`; that spelling is accepted on load (see released_format.py).
 from .released_format import RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE  # noqa: F401  (importable from here too)
+from .speculators_format import is_speculators_config, jetspec_config_dict
 
 # The tree settings `generate` accepts (the lookup branch keeps transformers' own name for prompt lookup): the one
 # list every module reads.
@@ -156,6 +157,9 @@ class JetSpecConfig(Qwen3Config):
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if is_speculators_config(config_dict):
+            # vLLM's `speculators` layout (see speculators_format.py): read as this package's fields first.
+            config_dict = jetspec_config_dict(config_dict)
         return cls._normalize_released_format(config_dict), kwargs
 
     @classmethod

@@ -31,6 +31,11 @@ from transformers.models.qwen3.modeling_qwen3 import (
 from .configuration_jetspec import TREE_SETTING_NAMES, JetSpecConfig
 from .head_masks import block_attention_mask, windowed_attention_mask
 from .released_format import guard_auto_model, hub_arguments, released_config_dict
+from .speculators_format import is_speculators_config
+from .speculators_weights import folder_config_dict, load_arguments, speculators_layout
+
+# The layouts `JetSpecDraftModel.save_pretrained` writes (`checkpoint_format`).
+CHECKPOINT_FORMATS = ("jetspec", "released", "speculators")
 
 
 class JetSpecNotEnabledError(RuntimeError):
@@ -179,13 +184,23 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, plus two things transformers does not do for a model that cannot
-        generate: `head.generation_config` comes from the folder's `generation_config.json` when there is one (or
-        from `generation_config=`), and a repo id that is neither cached nor reachable gets an error naming the repo,
-        revision and cache (transformers' own offline message names none of them)."""
+        """`PreTrainedModel.from_pretrained`, plus what transformers does not do for a model that cannot generate:
+        `head.generation_config` comes from the folder's `generation_config.json` when there is one (or from
+        `generation_config=`), and a repo id that is neither cached nor reachable gets an error naming the repo,
+        revision and cache (transformers' own offline message names none of them). A folder in the released format
+        or in vLLM's `speculators` layout (see `jetspec_hf.speculators_format`) loads as well."""
         generation_config = kwargs.pop("generation_config", None)
+        folder_config = None if kwargs.get("state_dict") is not None else folder_config_dict(
+            pretrained_model_name_or_path, kwargs)
         try:
-            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            if folder_config is not None and is_speculators_config(folder_config):
+                # speculators' layout: the weights are renamed and checked here, then loaded like a state dict.
+                arguments = load_arguments(pretrained_model_name_or_path, folder_config, kwargs)
+                loaded = super().from_pretrained(None, *model_args, **arguments)
+                head = loaded[0] if isinstance(loaded, tuple) else loaded
+                head.name_or_path = head.config.name_or_path = str(pretrained_model_name_or_path)
+            else:
+                loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except OSError as error:
             from .hub.resolution import unresolved_repo_error  # jetspec_hf.hub imports this module
 
@@ -204,8 +219,8 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
         head._requested_dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         return loaded
 
-    def save_pretrained(self, save_directory, *args, checkpoint_format: str = "jetspec", **kwargs):
-        """`PreTrainedModel.save_pretrained`, in this package's format or in the released one.
+    def save_pretrained(self, save_directory, *args, checkpoint_format: str = "jetspec", target=None, **kwargs):
+        """`PreTrainedModel.save_pretrained`, in this package's format, the released one or speculators' layout.
 
         Args:
             save_directory: the folder to write.
@@ -213,32 +228,40 @@ class JetSpecDraftModel(JetSpecPreTrainedModel):
                 loads it after `import jetspec_hf`. `"released"`: the exact layout of the published JetSpec / DFlash
                 heads (`model_type: qwen3`, `architectures: ["DFlashDraftModel"]`, `block_size`, `num_target_layers`,
                 `dflash_config`, RoPE as `rope_theta` / `rope_scaling`), which SGLang, vLLM and the JetSpec engine
-                load as a draft model; the tree defaults are not part of it.
+                load as a draft model; the tree defaults are not part of it. `"speculators"`: the DFlash layout of
+                vLLM's `speculators` library (see `jetspec_hf.speculators_format`); needs `target`.
+            target: the target model the head was trained for (`"speculators"` only): the layout stores its lm_head
+                rows for a draft vocabulary and names it as the verifier.
             args, kwargs: passed to `PreTrainedModel.save_pretrained` (`push_to_hub` only with the default format:
                 export first, then upload the folder).
 
-        The weights have the released names in both formats. A `generation_config.json` is written (default format
+        The weights have the released names in every format. A `generation_config.json` is written (default format
         only) when the head's generation config says more than its model config does.
         """
-        if checkpoint_format not in ("jetspec", "released"):
-            raise ValueError(f"checkpoint_format must be 'jetspec' or 'released', got {checkpoint_format!r}.")
-        released_config = None
-        if checkpoint_format == "released":
+        if checkpoint_format not in CHECKPOINT_FORMATS:
+            raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}.")
+        if target is not None and checkpoint_format != "speculators":
+            raise ValueError(f"target= is used by checkpoint_format='speculators' only, not {checkpoint_format!r}.")
+        written_config = None
+        if checkpoint_format != "jetspec":
             if kwargs.get("push_to_hub"):
                 raise ValueError(
-                    "push_to_hub cannot be combined with checkpoint_format='released': save the folder first, then "
-                    "upload it (e.g. `huggingface_hub.upload_folder`)."
+                    f"push_to_hub cannot be combined with checkpoint_format={checkpoint_format!r}: save the folder "
+                    "first, then upload it (e.g. `huggingface_hub.upload_folder`)."
                 )
             # Built before anything is written, so that a config the format cannot express fails cleanly.
-            released_config = released_config_dict(self.config, self.dtype)
+            if checkpoint_format == "released":
+                written_config = released_config_dict(self.config, self.dtype)
+            else:
+                written_config, kwargs["state_dict"] = speculators_layout(self, target)
         super().save_pretrained(save_directory, *args, **kwargs)
         is_main_process = args[0] if args else kwargs.get("is_main_process", True)
         if not is_main_process:
             return
-        if released_config is not None:
+        if written_config is not None:
             config_path = os.path.join(save_directory, "config.json")
             with open(config_path, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(released_config, indent=2) + "\n")
+                handle.write(json.dumps(written_config, indent=2) + "\n")
         elif self.generation_config != GenerationConfig.from_model_config(self.config):
             generation_config = copy.deepcopy(self.generation_config)
             # A config flagged as derived from the model config drops custom entries (the tree settings) on load.
@@ -372,5 +395,5 @@ def _saved_generation_config(pretrained_model_name_or_path, load_kwargs: dict) -
 AutoModel.register(JetSpecConfig, JetSpecDraftModel, exist_ok=True)
 guard_auto_model()
 
-__all__ = ["JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel", "block_attention_mask",
-           "windowed_attention_mask"]
+__all__ = ["CHECKPOINT_FORMATS", "JetSpecDraftModel", "JetSpecNotEnabledError", "JetSpecPreTrainedModel",
+           "block_attention_mask", "windowed_attention_mask"]
