@@ -12,7 +12,7 @@ SUBCOMMANDS = {
     "train": ("jetspec_hf.training.__main__", "train a draft head for a Qwen3 target"),
     "bench": ("jetspec_hf.bench", "benchmark the tree path against plain decoding and peers"),
     "card": ("jetspec_hf.hub", "render a model card / prepare a Hub-ready folder"),
-    "export": ("jetspec_hf.export", "write a head in the released format, for SGLang, vLLM and the JetSpec engine"),
+    "export": ("jetspec_hf.export", "write a head for SGLang, vLLM and the JetSpec engine (released or speculators)"),
 }
 
 
