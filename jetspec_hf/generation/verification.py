@@ -20,6 +20,12 @@ from .tree_attention import TREE_MASK_KWARG, routes_tree_attention
 from .tree_mask import TreeAttentionMask
 
 
+# On a CPU, the target's forward over 2 or 3 tree nodes costs more than over 4: the matmul kernels' paths for so
+# few rows are slower (SmolLM2-135M-Instruct, fp32, one thread, a 256-token prefix: 2 / 3 / 4 nodes took 167 / 204
+# / 137 ms with the machine loaded, and the benchmark's rounds verified 2 nodes in 128 ms against 102 ms for 4).
+# Such trees are verified padded to this many nodes, whose outputs are never read.
+CPU_MIN_TREE_ROWS = 4
+
 # A 4D mask makes transformers' mask builders return it untouched (no causal mask is built for the verify); the
 # routed attention functions never read it, they read the `TreeAttentionMask` keyword instead.
 _PREPARED_MASK_PLACEHOLDER = torch.empty(1, 1, 0, 0)
@@ -41,7 +47,8 @@ def verify_trees(
 
     Row `b`'s nodes sit at positions `positions[b] + depth` and see the row's visible prefix columns
     (`prefix_key_mask`, `(B, prefix_length)` bool, `None` when all are) and exactly their own ancestors. Trees
-    smaller than the largest are padded with nodes that see only themselves; their outputs are never read.
+    smaller than the largest (and, on a CPU, trees of 2 or 3 nodes: `CPU_MIN_TREE_ROWS`) are padded with nodes that
+    see only themselves; their outputs are never read.
 
     Returns the logits of every node `(B, N, V)` (row `[b, n]` is the target's next-token logits for the path
     root→n of row b's tree) and the tapped features of every node `(B, N, k*H)`. The cache grows by N columns, in
@@ -55,6 +62,9 @@ def verify_trees(
     (the last rounds), the tree runs uncompiled at its own size rather than compiling one more shape.
     """
     size = max(len(tree) for tree in trees)
+    if device.type == "cpu" and 1 < size < CPU_MIN_TREE_ROWS:
+        capacity = static_capacity(cache)  # a static cache's free columns bound the padding
+        size = max(size, min(CPU_MIN_TREE_ROWS, CPU_MIN_TREE_ROWS if capacity is None else capacity - prefix_length))
     if forward is not None:
         bucket = 1 << (size - 1).bit_length()
         if bucket_limit is not None and bucket > bucket_limit:

@@ -62,3 +62,25 @@ def test_cache_compaction_keeps_exactly_the_accepted_path():
     for mine, expected in zip(cache.layers, reference.layers):
         torch.testing.assert_close(mine.keys, expected.keys, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(mine.values, expected.values, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_a_small_tree_on_a_cpu_is_verified_padded_and_its_nodes_get_their_own_path_s_logits(size):
+    from jetspec_hf.generation.verification import CPU_MIN_TREE_ROWS
+
+    target = tiny_target()
+    prefix = random_prompt(2, 8)
+    tree = TREE.truncated(size)
+    cache = DynamicCache(config=target.config)
+    install_capture_hooks(target.model.layers)
+    with TappedLayerCapture(target.model.layers, LAYERS) as capture, torch.no_grad():
+        prefill(target, prefix, cache, capture)
+        node_logits, _ = verify_tree(target, tree, prefix.shape[1], cache, capture, prefix.device)
+    # Padded up to CPU_MIN_TREE_ROWS nodes (the cache grows by as many columns); the real nodes are exact.
+    assert node_logits.shape[0] == CPU_MIN_TREE_ROWS > size
+    assert cache.get_seq_length() == prefix.shape[1] + CPU_MIN_TREE_ROWS
+    for node in range(size):
+        path_ids = torch.tensor([[tree.tokens[n] for n in _path_to(tree, node)]])
+        with torch.no_grad():
+            full = target(torch.cat([prefix, path_ids], dim=1))
+        torch.testing.assert_close(node_logits[node], full.logits[0, -1], rtol=1e-4, atol=1e-4)

@@ -205,7 +205,7 @@ def _timed_verify(target, tree: DraftTree, prefix_length: int, cache, capture, d
     verify_tree(target, tree, prefix_length, cache, capture, device)
     synchronize(device)
     seconds = time.perf_counter() - started
-    cache.crop(-len(tree))
+    cache.crop(prefix_length - int(cache.get_seq_length()))  # the tree's columns, padding included
     return seconds
 
 
