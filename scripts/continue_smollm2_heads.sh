@@ -43,4 +43,4 @@ fit dflash2 --bidirectional "${continued[@]}" --init-from-head "$work/dflash" $(
 wait
 
 python "$here/scripts/package_smollm2_heads.py" --jetspec "$work/jetspec2" --dflash "$work/dflash2" \
-  --conversations "$to"
+  --conversations "$to" --made-by "bash scripts/train_smollm2_heads.sh; bash scripts/continue_smollm2_heads.sh"

@@ -32,7 +32,7 @@ def training_data(conversations: int) -> str:
             "chat template applied, at most 768 tokens), labels and top-16 soft labels from one bf16 target pass")
 
 
-def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int) -> Path:
+def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int, made_by: str) -> Path:
     destination = SMOLLM2_HEADS / kind
     with tempfile.TemporaryDirectory() as scratch:
         resaved, carded = Path(scratch) / "resaved", Path(scratch) / "carded"
@@ -44,7 +44,7 @@ def package(run_dir: Path, kind: str, bench_json: str | None, conversations: int
         if (resaved / TRAINING_ARGS_FILE).exists():
             # The work folder (the run's parent) is this machine's: the shipped record names it `<work-dir>`.
             portable_training_args(resaved / TRAINING_ARGS_FILE, REPO, run_dir.resolve().parent,
-                                   "bash scripts/train_smollm2_heads.sh")
+                                   made_by)
         command = ["jetspec-hf", "card", "--folder", str(resaved), "--base-model", BASE_MODEL, "--output",
                    str(carded), "--no-custom-generate", "--training-data", training_data(conversations),
                    "--tag", "llama", "--tag", "smollm2"]
@@ -68,11 +68,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jetspec", type=Path, required=True, help="the JetSpec (causal) head's training run")
     parser.add_argument("--dflash", type=Path, help="the DFlash (bidirectional) head's training run")
     parser.add_argument("--bench-json", help="a `jetspec-hf bench` report on this pair for the cards")
-    parser.add_argument("--conversations", type=int, default=2500, help="training conversations (for the cards)")
+    parser.add_argument("--conversations", type=int, default=1600, help="training conversations (for the cards)")
+    parser.add_argument("--made-by", default="bash scripts/train_smollm2_heads.sh",
+                        help="the commands that trained the heads (recorded in training_args.json)")
     args = parser.parse_args(argv)
-    package(args.jetspec, "jetspec", args.bench_json, args.conversations)
+    package(args.jetspec, "jetspec", args.bench_json, args.conversations, args.made_by)
     if args.dflash is not None:
-        package(args.dflash, "dflash", args.bench_json, args.conversations)
+        package(args.dflash, "dflash", args.bench_json, args.conversations, args.made_by)
     return 0
 
 

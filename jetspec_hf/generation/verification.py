@@ -21,9 +21,9 @@ from .tree_mask import TreeAttentionMask
 
 
 # On a CPU, the target's forward over 2 or 3 tree nodes costs more than over 4: the matmul kernels' paths for so
-# few rows are slower (SmolLM2-135M-Instruct, fp32, one thread, a 256-token prefix: 2 / 3 / 4 nodes took 167 / 204
-# / 137 ms with the machine loaded, and the benchmark's rounds verified 2 nodes in 128 ms against 102 ms for 4).
-# Such trees are verified padded to this many nodes, whose outputs are never read.
+# few rows are slower (SmolLM2-135M-Instruct, fp32, one thread, a quiet core, a 256-token prefix: 2 / 3 / 4 nodes
+# took 118-136 / 140-148 / 110 ms, and 107-109 / 106-114 ms padded to 4). Such trees are verified padded to this
+# many nodes, whose outputs are never read.
 CPU_MIN_TREE_ROWS = 4
 
 # A 4D mask makes transformers' mask builders return it untouched (no causal mask is built for the verify); the

@@ -70,7 +70,7 @@ class TrainingLog:
 
 
 # The settings in `training_args.json` that name folders of the machine the run was on.
-PATH_SETTINGS = ("output_dir", "checkpoint_dir", "cache_features")
+PATH_SETTINGS = ("output_dir", "checkpoint_dir", "cache_features", "init_from_head", "resume")
 
 
 def portable_training_args(path: str | Path, repo: Path, work_dir: Path, made_by: str) -> None:
@@ -81,8 +81,8 @@ def portable_training_args(path: str | Path, repo: Path, work_dir: Path, made_by
     record = json.loads(path.read_text())
     for key in PATH_SETTINGS:
         value = record["args"].get(key)
-        if value is None:
-            continue
+        if value is None or (key in ("init_from_head", "resume") and not Path(value).exists()):
+            continue  # unset, a Hub repo id or `latest`
         value = Path(value).resolve()
         if value.is_relative_to(repo.resolve()):
             record["args"][key] = value.relative_to(repo.resolve()).as_posix()
