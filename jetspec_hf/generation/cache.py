@@ -43,6 +43,14 @@ def cache_length(cache: Cache) -> int:
     return int(cache.get_seq_length())
 
 
+def truncate_cache(cache: Cache, length: int) -> None:
+    """Drop the columns after the first `length` (`crop` takes the number to drop, negated; a `crop(0)` would drop
+    them all, so nothing is called when there is nothing to drop)."""
+    extra = cache_length(cache) - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
 def static_capacity(cache: Cache) -> int | None:
     """The columns a static cache can hold at most, or `None` for a cache that grows."""
     if isinstance(cache, StaticCache):
@@ -119,6 +127,7 @@ __all__ = [
     "cache_length",
     "prepare_static_cache",
     "static_capacity",
+    "truncate_cache",
     "compact_cache",
     "compaction_order",
     "padded_paths",

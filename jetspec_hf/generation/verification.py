@@ -64,7 +64,7 @@ def verify_trees(
     size = max(len(tree) for tree in trees)
     if device.type == "cpu" and 1 < size < CPU_MIN_TREE_ROWS:
         capacity = static_capacity(cache)  # a static cache's free columns bound the padding
-        size = max(size, min(CPU_MIN_TREE_ROWS, CPU_MIN_TREE_ROWS if capacity is None else capacity - prefix_length))
+        size = CPU_MIN_TREE_ROWS if capacity is None else max(size, min(CPU_MIN_TREE_ROWS, capacity - prefix_length))
     if forward is not None:
         bucket = 1 << (size - 1).bit_length()
         if bucket_limit is not None and bucket > bucket_limit:

@@ -84,3 +84,16 @@ def test_a_small_tree_on_a_cpu_is_verified_padded_and_its_nodes_get_their_own_pa
         with torch.no_grad():
             full = target(torch.cat([prefix, path_ids], dim=1))
         torch.testing.assert_close(node_logits[node], full.logits[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_truncate_cache_drops_the_columns_past_a_length_and_nothing_at_that_length():
+    from jetspec_hf.generation.cache import truncate_cache
+
+    target = tiny_target()
+    cache = DynamicCache(config=target.config)
+    with torch.no_grad():
+        target(random_prompt(3, 9), cache=cache, use_cache=True)
+    truncate_cache(cache, 9)  # `crop(0)` would have emptied it
+    assert cache.get_seq_length() == 9
+    truncate_cache(cache, 5)
+    assert cache.get_seq_length() == 5

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, GenerationMixin
 
+from ...generation.cache import truncate_cache
 from ...generation.capture import TappedLayerCapture
 from ...generation.drafting import HeadDrafter
 from ...generation.tree import DepthCandidates, DraftTree, build_tree
@@ -53,11 +54,6 @@ def sample_tree(nodes: int, width: int, depth: int, vocab_size: int, seed: int =
         tokens=[[generator.randrange(vocab_size) for _ in range(width)] for _ in range(depth)],
     )
     return build_tree(generator.randrange(vocab_size), candidates, nodes, width)
-
-
-def _truncate(cache: DynamicCache, length: int) -> None:
-    """Drop the cache's rows after the first `length` (`crop` takes the number to drop, negated)."""
-    cache.crop(length - cache.get_seq_length())
 
 
 @dataclass
@@ -97,7 +93,7 @@ def time_forwards(
 
         def plain_step():
             target(input_ids=next_token, position_ids=position, cache=cache, use_cache=True, logits_to_keep=1)
-            _truncate(cache, prefix_length)
+            truncate_cache(cache, prefix_length)
 
         plain_step_ms = median_ms(plain_step, device, warmup, repeats)
         verify_ms = {}
@@ -106,7 +102,7 @@ def time_forwards(
 
             def verify():
                 verify_tree(target, tree, prefix_length, cache, capture, device)
-                _truncate(cache, prefix_length)
+                truncate_cache(cache, prefix_length)
 
             verify_ms[nodes] = median_ms(verify, device, warmup, repeats)
 

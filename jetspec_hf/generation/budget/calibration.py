@@ -33,12 +33,12 @@ from ..tree import DraftTree
 
 # Where (a, b) may go: a sharper or flatter head than its own probabilities say, and a shift per tree level.
 SLOPE_RANGE = (0.2, 3.0)
+OFFSET_RANGE = (-4.0, 4.0)
 # Weight of the past per observed round: the fit remembers about 1 / (1 - FORGETTING) = 33 rounds.
 FORGETTING = 0.97
 # Where the fit starts (the head's own probabilities, a = 1, b = 0), and how firmly: in rounds' worth of
 # squared-error curvature per unit of (a, b).
 PRIOR_SLOPE, PRIOR_OFFSET, PRIOR_WEIGHT = 1.0, 0.0, 1.0
-OFFSET_RANGE = (-4.0, 4.0)
 # Largest change of a and of b in one round, so that one surprising round cannot throw the fit far off.
 MAX_SLOPE_STEP, MAX_OFFSET_STEP = 0.2, 0.3
 
@@ -92,10 +92,7 @@ class ConfidenceCalibration:
     head's own probabilities (`PRIOR_SLOPE`, `PRIOR_OFFSET`) and forgetting the past by `FORGETTING` per round."""
 
     def __init__(self):
-        self.forgetting = FORGETTING
-        self.prior = (PRIOR_SLOPE, PRIOR_OFFSET)
-        self.prior_weight = PRIOR_WEIGHT
-        self.slope, self.offset = self.prior
+        self.slope, self.offset = PRIOR_SLOPE, PRIOR_OFFSET
         # Curvature (symmetric 2x2: aa, ab, bb) of the forgotten squared errors and the prior: the step's metric.
         self._curvature = [PRIOR_WEIGHT, 0.0, PRIOR_WEIGHT]
         self.rounds = 0
@@ -116,15 +113,15 @@ class ConfidenceCalibration:
             return  # a root-only round says nothing about the head
         expected, gradient_slope, gradient_offset = self._expected_with_gradient(tree)
         # Recursive Gauss-Newton: forget, add this round's curvature and the prior's steady share, then step.
-        forgetting, prior = self.forgetting, (1.0 - self.forgetting) * self.prior_weight
+        forgetting, prior = FORGETTING, (1.0 - FORGETTING) * PRIOR_WEIGHT
         aa, ab, bb = self._curvature
         aa = forgetting * aa + gradient_slope * gradient_slope + prior
         ab = forgetting * ab + gradient_slope * gradient_offset
         bb = forgetting * bb + gradient_offset * gradient_offset + prior
         self._curvature = [aa, ab, bb]
         error = expected - accepted
-        descent_slope = gradient_slope * error + prior * (self.slope - self.prior[0])
-        descent_offset = gradient_offset * error + prior * (self.offset - self.prior[1])
+        descent_slope = gradient_slope * error + prior * (self.slope - PRIOR_SLOPE)
+        descent_offset = gradient_offset * error + prior * (self.offset - PRIOR_OFFSET)
         determinant = aa * bb - ab * ab
         step_slope = (bb * descent_slope - ab * descent_offset) / determinant
         step_offset = (aa * descent_offset - ab * descent_slope) / determinant

@@ -120,7 +120,6 @@ class RoundCosts:
         self.draft = draft_seconds
         self.scale = 1.0
         self.overhead = 0.0
-        self.forgetting = FORGETTING
         self.rounds = 0
         # The pull toward (1, 0): on the scale in units of a one-node verify, on the overhead as plain rounds.
         one_node = verify.seconds_at(1, 0)
@@ -143,7 +142,7 @@ class RoundCosts:
         round's start, and the draft's seconds for a drafted round."""
         if draft_seconds is not None:
             self.draft += 0.2 * (draft_seconds - self.draft)
-        x, y, keep = self.verify.seconds_at(nodes, prefix_length), after_draft_seconds, self.forgetting
+        x, y, keep = self.verify.seconds_at(nodes, prefix_length), after_draft_seconds, FORGETTING
         self._sums = [keep * total + new for total, new in zip(self._sums, (1.0, x, y, x * x, x * y))]
         self.rounds += 1
         weight, sum_x, sum_y, sum_xx, sum_xy = self._sums

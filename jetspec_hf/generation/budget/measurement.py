@@ -31,6 +31,7 @@ from transformers.utils import logging
 
 from ...devices import synchronize
 from ...modeling_jetspec import JetSpecDraftModel
+from ..cache import truncate_cache
 from ..capture import TappedLayerCapture
 from .costs import MEASURED_NODE_COUNTS, VerifyCosts
 from ..drafting import HeadDrafter
@@ -205,7 +206,7 @@ def _timed_verify(target, tree: DraftTree, prefix_length: int, cache, capture, d
     verify_tree(target, tree, prefix_length, cache, capture, device)
     synchronize(device)
     seconds = time.perf_counter() - started
-    cache.crop(prefix_length - int(cache.get_seq_length()))  # the tree's columns, padding included
+    truncate_cache(cache, prefix_length)  # the tree's columns, padding included
     return seconds
 
 
