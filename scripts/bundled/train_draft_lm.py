@@ -10,12 +10,11 @@ translation) and is trained on the same data with the same loop, only smaller.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_target import LR, REPO, train_lm  # noqa: E402
+from train_target import REPO, run  # noqa: E402
 
 DEFAULT_OUT = REPO / "jetspec_hf" / "bundled" / "models" / "draft_lm"
 
@@ -39,13 +38,8 @@ DRAFT_CONFIG = dict(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate")
-    args = parser.parse_args(argv)
-    # The same lr as the target: at this size (~0.9M parameters) 1e-3 is still stable.
-    train_lm(DRAFT_CONFIG, args.out, args.steps, lr=args.lr, name="draft_lm")
+    # The same lr as the target (run's default): at this size (~0.9M parameters) 1e-3 is still stable.
+    run(DRAFT_CONFIG, "draft_lm", __doc__.splitlines()[0], DEFAULT_OUT, STEPS, argv)
 
 
 if __name__ == "__main__":

@@ -230,13 +230,18 @@ def save(model, tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+def run(model_config: dict, name: str, description: str, default_out: Path, default_steps: int, argv=None) -> None:
+    """The command line of a bundled LM's training script (`--steps`, `--out`, `--lr`), then `train_lm`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=default_steps)
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--lr", type=float, default=LR, help="peak learning rate")
     args = parser.parse_args(argv)
-    train_lm(TARGET_CONFIG, args.out, args.steps, lr=args.lr, name="target")
+    train_lm(model_config, args.out, args.steps, lr=args.lr, name=name)
+
+
+def main(argv=None) -> None:
+    run(TARGET_CONFIG, "target", __doc__.splitlines()[0], DEFAULT_OUT, STEPS, argv)
 
 
 if __name__ == "__main__":
