@@ -1,0 +1,58 @@
+#!/bin/bash
+# Which change to the SmolLM2 head recipe buys held-out accuracy: short fits from scratch, identical but for one
+# setting each, on the feature cache scripts/continue_smollm2_heads.sh built (3,054 conversations), two at a time
+# (one core each). Each fit writes eval_results.json with its held-out top-1 per depth; the table comes from
+#
+#   bash scripts/smollm2_head_variants.sh [WORK_DIR]      # the WORK_DIR the training scripts used
+#   python scripts/smollm2_variant_table.py WORK_DIR/variants
+#   (STEPS: each fit's length, default 500; VARIANTS: which ones, default all of them, in this order)
+#
+# The variants (JetSpec, causal; the baseline is the shipped recipe: 1 layer, taps 1/14/27, block 16, lr 1e-3):
+#   baseline      the recipe as shipped
+#   from_target   the layer, final norm and fc start from the target's last layer (--init-from-target)
+#   tap_last      taps 1/14/29: the target's last layer instead of layer 27
+#   block8        blocks of 8 instead of 16 (deep depths are rarely reached at this acceptance)
+#   lr2e-3        twice the peak learning rate
+#   two_layers    2 decoder layers (about twice the step time)
+#   bf16          the head's forward and backward under bf16 autocast (--mixed-precision bf16): the same recipe,
+#                 faster on a CPU with bf16 matrix instructions
+set -euo pipefail
+work=${1:-smollm2_work}
+steps=${STEPS:-500}
+here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/scripts/smollm2_recipe.sh"
+[ -f "$work/cache2/train/manifest.json" ] || { echo "no $work/cache2: run scripts/continue_smollm2_heads.sh first" >&2; exit 1; }
+mkdir -p "$work/variants"
+
+flags_of() {
+  case $1 in
+    baseline) ;;
+    from_target) echo --init-from-target ;;
+    tap_last) echo --target-layer-ids 1 14 29 ;;
+    block8) echo --block-size 8 ;;
+    lr2e-3) echo --lr 2e-3 ;;
+    two_layers) echo --num-layers 2 ;;
+    bf16) echo --mixed-precision bf16 ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
+  esac
+}
+
+run_variant() {
+  local name=$1
+  [ -f "$work/variants/$name/eval_results.json" ] && return 0
+  fit "variants/$name" --train-data "$work/train2.jsonl" --cache-features "$work/cache2" --eval-steps 250 \
+    --save-steps 250 $(flags_of "$name") $(resume "variants/$name") > "$work/variants/$name.log" 2>&1
+}
+
+# Two lanes, one core each, take the variants in order: each claims the next unclaimed one (mkdir is atomic).
+read -r -a variants <<< "${VARIANTS:-baseline from_target tap_last block8 two_layers lr2e-3 bf16}"
+lane() {
+  for name in "${variants[@]}"; do
+    mkdir "$work/variants/$name.claim" 2> /dev/null || continue
+    run_variant "$name"
+  done
+}
+rm -rf "$work"/variants/*.claim
+lane & lane &
+wait
+rm -rf "$work"/variants/*.claim
