@@ -23,13 +23,21 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/smollm2_recipe.sh"
 [ -f "$work/cache2/train/manifest.json" ] || { echo "no $work/cache2: run scripts/continue_smollm2_heads.sh first" >&2; exit 1; }
 mkdir -p "$work/variants"
+for data in train2 eval; do  # the records with a full 16-token block after the prompt (what block 16 uses)
+  python -c 'import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    if len(r["input_ids"]) - 16 >= max(1, r["prompt_length"]): sys.stdout.write(line)' \
+    < "$work/$data.jsonl" > "$work/${data}_block16.jsonl"
+done
 
 flags_of() {
   case $1 in
     baseline) ;;
     from_target) echo --init-from-target ;;
     tap_last) echo --target-layer-ids 1 14 29 ;;
-    block8) echo --block-size 8 ;;
+    # The records a 16-token block can use, so that the cache (built for those) fits a block of 8 too.
+    block8) echo --block-size 8 --train-data "$work/train2_block16.jsonl" --eval-data "$work/eval_block16.jsonl" ;;
     lr2e-3) echo --lr 2e-3 ;;
     two_layers) echo --num-layers 2 ;;
     bf16) echo --mixed-precision bf16 ;;
@@ -40,6 +48,7 @@ flags_of() {
 run_variant() {
   local name=$1
   [ -f "$work/variants/$name/eval_results.json" ] && return 0
+  # The variant's flags come last: they override the recipe's.
   fit "variants/$name" --train-data "$work/train2.jsonl" --cache-features "$work/cache2" --eval-steps 250 \
     --save-steps 250 $(flags_of "$name") $(resume "variants/$name") > "$work/variants/$name.log" 2>&1
 }
@@ -49,7 +58,7 @@ read -r -a variants <<< "${VARIANTS:-baseline from_target tap_last block8 two_la
 lane() {
   for name in "${variants[@]}"; do
     mkdir "$work/variants/$name.claim" 2> /dev/null || continue
-    run_variant "$name"
+    run_variant "$name" || echo "variant $name failed: see $work/variants/$name.log" >&2
   done
 }
 rm -rf "$work"/variants/*.claim
