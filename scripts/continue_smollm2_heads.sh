@@ -10,9 +10,10 @@
 # A later round starts from this one's heads: INIT and OUT name the folders' suffixes (the heads come from
 # $WORK_DIR/jetspec$INIT and dflash$INIT and go to jetspec$OUT and dflash$OUT), CACHE the feature cache of the
 # first TO conversations (built when missing), PRECISION the head's autocast (bf16: ~1.7x faster steps on a CPU with
-# bf16 instructions, the same accuracy per step), PACKAGE=0 leaves jetspec_hf/bundled/ alone. The shipped heads:
-#   bash scripts/continue_smollm2_heads.sh                                   # round 2 (2,000 steps)
-#   INIT=2 OUT=3 STEPS=2800 LR=5e-4 PRECISION=bf16 bash scripts/continue_smollm2_heads.sh   # round 3
+# bf16 instructions, the same accuracy per step), PACKAGE=0 leaves jetspec_hf/bundled/ alone:
+#   bash scripts/continue_smollm2_heads.sh                                   # round 2: the shipped heads
+#   INIT=2 OUT=3 STEPS=2500 LR=5e-4 PRECISION=bf16 PACKAGE=0 bash scripts/continue_smollm2_heads.sh
+#     # round 3 on the same conversations (examples/smollm2/README.md says what it bought)
 #
 # Resumable like the first script: the cache parts resume shard by shard, the fits from their checkpoints.
 set -euo pipefail
