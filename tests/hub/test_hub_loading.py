@@ -122,8 +122,10 @@ def test_automodel_refuses_a_released_head_unless_its_own_code_is_trusted(tmp_pa
     assert isinstance(JetSpecDraftModel.from_pretrained(REPO, cache_dir=cache), JetSpecDraftModel)
 
 
-# The smallest modeling file a released repository could ship for `trust_remote_code=True`.
+# The smallest modeling file a released repository could ship for `trust_remote_code=True`: one of the checkpoint's
+# weights (transformers >= 5.25 reads a loaded model's device from its parameters, so it needs at least one).
 REMOTE_DFLASH_CODE = """
+import torch
 from transformers import PreTrainedModel, Qwen3Config
 
 
@@ -132,6 +134,7 @@ class DFlashDraftModel(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
+        self.hidden_norm = torch.nn.RMSNorm(config.hidden_size)
         self.post_init()
 """
 
