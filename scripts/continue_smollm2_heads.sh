@@ -9,7 +9,7 @@
 #
 # A later round starts from this one's heads: INIT and OUT name the folders' suffixes (the heads come from
 # $WORK_DIR/jetspec$INIT and dflash$INIT and go to jetspec$OUT and dflash$OUT), CACHE the feature cache of the
-# first TO conversations (built when missing), PRECISION the head's autocast (bf16: ~1.7x faster steps on a CPU with
+# first TO conversations (built when missing), PRECISION the head's autocast (bf16: ~1.6x faster steps on a CPU with
 # bf16 instructions, the same accuracy per step), PACKAGE=0 leaves jetspec_hf/bundled/ alone:
 #   bash scripts/continue_smollm2_heads.sh                                   # round 2: the shipped heads
 #   INIT=2 OUT=3 STEPS=2500 LR=5e-4 PRECISION=bf16 PACKAGE=0 bash scripts/continue_smollm2_heads.sh

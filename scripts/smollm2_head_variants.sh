@@ -23,11 +23,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/smollm2_recipe.sh"
 [ -f "$work/cache2/train/manifest.json" ] || { echo "no $work/cache2: run scripts/continue_smollm2_heads.sh first" >&2; exit 1; }
 mkdir -p "$work/variants"
-for data in train2 eval; do  # the records with a full 16-token block after the prompt (what block 16 uses)
+for data in train2 eval; do  # the records a 16-token block can use (the fit's own rule, `usable_records`)
   python -c 'import json, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    if len(r["input_ids"]) - 16 >= max(1, r["prompt_length"]): sys.stdout.write(line)' \
+from jetspec_hf.training.batches import usable_records
+records = [json.loads(line) for line in sys.stdin]
+sys.stdout.writelines(json.dumps(r) + "\n" for r in usable_records(records, 16, None))' \
     < "$work/$data.jsonl" > "$work/${data}_block16.jsonl"
 done
 
